@@ -1,0 +1,1 @@
+"""Video data: decoding, annotation formats, clip sampling, transforms, the DataModule."""
