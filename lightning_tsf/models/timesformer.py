@@ -134,8 +134,13 @@ class Block(nn.Module):
         setattr(
             self,
             f"{name}_attn",
-            Attention(dim, heads, self.attn.qkv.bias is not None, self.attn.attn_drop,
-                      self.attn.proj_drop.p),
+            Attention(
+                dim,
+                heads,
+                self.attn.qkv.bias is not None,
+                self.attn.attn_drop,
+                self.attn.proj_drop.p,
+            ),
         )
         fc = nn.Linear(dim, dim)
         nn.init.zeros_(fc.weight)
@@ -154,9 +159,7 @@ class Block(nn.Module):
     def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
         raise NotImplementedError
 
-    def forward(
-        self, x: Tensor, grid: Grid, maps: AttnMaps | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, grid: Grid, maps: AttnMaps | None = None) -> Tensor:
         x = self.mix(x, grid, maps)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -374,12 +377,17 @@ class TimeSformer(nn.Module):
         if attention_type != "space_only":  # official: space-only has no time embedding
             self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linspace(0, rate)
         block_cls = BLOCKS[attention_type]
         self.blocks = nn.ModuleList(
             block_cls(
-                embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
-                attn_drop=attn_drop_rate, drop_path=dpr[i],
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
             )
             for i in range(depth)
         )
@@ -445,7 +453,9 @@ class TimeSformer(nn.Module):
         x = torch.cat((cls, x), dim=1) + self._pos_embed(grid)  # (B*T, 1+N, D)
         if self.attention_type != "space_only":
             cls = x[:b, :1]  # cls + its position: the same for every frame
-            xp = rearrange(x[:, 1:], "(b t) n d -> b n t d", b=b) + self._time_embed(grid.t)[:, None]
+            xp = (
+                rearrange(x[:, 1:], "(b t) n d -> b n t d", b=b) + self._time_embed(grid.t)[:, None]
+            )
             x = torch.cat((cls, rearrange(xp, "b n t d -> b (n t) d")), dim=1)  # (B, 1+N*T, D)
         return self.pos_drop(x), grid
 

@@ -1,0 +1,243 @@
+"""Load weights into a :class:`TimeSformer` from every place they come from, in one function.
+
+Formats recognised (``kind="auto"`` tells them apart):
+
+- ``official``: a facebookresearch/TimeSformer ``.pyth``: ``{"model_state": ..., "cfg": ...}``,
+  keys possibly prefixed ``model.`` by the official wrapper.
+- ``hf``: a HF transformers ``TimesformerForVideoClassification``/``TimesformerModel`` state
+  dict: the same tensors under other names (renamed by :func:`convert_hf_state_dict`).
+- ``lightning``: our own Lightning checkpoints (``{"state_dict": ...}``), keys prefixed by the
+  module attribute, e.g. ``net.``.
+- ``timm``: an ImageNet ViT state dict (timm layout) used to *initialise* a video model the way
+  the paper does: patch embedding and blocks copied, ``pos_embed`` resized on the 2-D patch grid
+  (bicubic), each extra attention step (``temporal_*``, ``local_*``, ``width_*``) initialised
+  from the block's spatial ``attn``/``norm1``, ``*_fc`` and ``time_embed`` left at zero, the
+  head dropped when the class count differs.
+
+Every file is read with ``torch.load(..., weights_only=True)``: a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from lightning_tsf.models.timesformer import TimeSformer
+
+KINDS = ("auto", "official", "hf", "lightning", "timm", "state_dict")
+
+# HF name -> official name; (\d+) is the block index. Applied after "timesformer." is stripped.
+_HF_RENAMES: list[tuple[str, str]] = [
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.time_embeddings$", "time_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.attention\.attention\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.temporal_layernorm\.", r"blocks.\1.temporal_norm1."),
+    (
+        r"^encoder\.layer\.(\d+)\.temporal_attention\.attention\.qkv\.",
+        r"blocks.\1.temporal_attn.qkv.",
+    ),
+    (
+        r"^encoder\.layer\.(\d+)\.temporal_attention\.output\.dense\.",
+        r"blocks.\1.temporal_attn.proj.",
+    ),
+    (r"^encoder\.layer\.(\d+)\.temporal_dense\.", r"blocks.\1.temporal_fc."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+]
+
+# prefixes that wrappers put in front of the backbone's names
+_PREFIXES = ("module.", "_orig_mod.", "model.", "net.", "backbone.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message says which keys and shapes."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did."""
+
+    kind: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    initialised: list[str] = field(default_factory=list)  # timm init: copied or resized
+    dropped: list[str] = field(default_factory=list)  # present but deliberately not loaded
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.kind} checkpoint"]
+        for name in ("missing", "unexpected", "initialised", "dropped"):
+            keys = getattr(self, name)
+            if keys:
+                shown = ", ".join(keys[:12]) + (
+                    f", ... ({len(keys)} in all)" if len(keys) > 12 else ""
+                )
+                lines.append(f"  {name}: {shown}")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: str | Path) -> Mapping:
+    """``torch.load`` with ``weights_only=True`` and an error that says what went wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refusing to unpickle objects other than tensors and plain containers "
+            f"(weights_only=True): {str(err).splitlines()[0]}"
+        ) from err
+
+
+def convert_hf_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """HF transformers TimeSformer names -> official names; tensors unchanged."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        name = key.removeprefix("timesformer.")
+        for pattern, repl in _HF_RENAMES:
+            new, n = re.subn(pattern, repl, name)
+            if n:
+                name = new
+                break
+        else:
+            raise CheckpointError(f"unknown key in HF TimeSformer state dict: {key!r}")
+        out[name] = value
+    return out
+
+
+def _strip_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """Remove wrapper prefixes (``model.``, ``net.``, ``module.``, ...) where all keys have one."""
+    state = dict(state)
+    changed = True
+    while changed and state and not (set(state) & expected):
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _detect(obj: Mapping, model: TimeSformer) -> tuple[str, Mapping[str, Tensor]]:
+    if "model_state" in obj:
+        return "official", obj["model_state"]
+    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        return "lightning", obj["state_dict"]
+    if "model" in obj and isinstance(obj["model"], Mapping):  # timm/DeiT training checkpoints
+        obj = obj["model"]
+    keys = list(obj)
+    if any(k.removeprefix("timesformer.").startswith(("embeddings.", "encoder.")) for k in keys):
+        return "hf", obj
+    plain = _strip_prefixes(obj, set(model.state_dict()))
+    if hasattr(model, "time_embed") and "time_embed" not in plain:
+        return "timm", obj
+    return "state_dict", obj
+
+
+def _resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(1, 1+h*w, D) -> (1, 1+grid_h*grid_w, D), bicubic on the 2-D patch grid, cls kept."""
+    side = int(round((pos.shape[1] - 1) ** 0.5))
+    other = rearrange(pos[:, 1:], "1 (h w) d -> 1 d h w", h=side).float()
+    other = F.interpolate(other, size=grid, mode="bicubic", align_corners=False)
+    return torch.cat((pos[:, :1], rearrange(other, "1 d h w -> 1 (h w) d").to(pos.dtype)), dim=1)
+
+
+def _timm_to_video(
+    state: dict[str, Tensor], model: TimeSformer, report: LoadReport
+) -> dict[str, Tensor]:
+    """ImageNet ViT weights -> a state dict for the video model (paper's initialisation)."""
+    target = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key == "pos_embed" and value.shape != target["pos_embed"].shape:
+            g = model.img_size // model.patch_size
+            value = _resize_pos_embed(value, (g, g))
+            report.initialised.append("pos_embed (resized)")
+        if key.startswith("head.") and (key not in target or value.shape != target[key].shape):
+            report.dropped.append(key)
+            continue
+        out[key] = value
+    # extra attention steps start as copies of the block's spatial attention (paper, App. A)
+    for key in target:
+        m = re.match(r"^(blocks\.\d+)\.(temporal|local|width)_(attn\..*|norm1\..*)$", key)
+        if m and key not in out:
+            src = f"{m.group(1)}.{m.group(3)}"
+            if src in out:
+                out[key] = out[src].clone()
+                report.initialised.append(f"{key} <- {src}")
+    return out
+
+
+def load_checkpoint(
+    model: TimeSformer,
+    source: str | Path | Mapping,
+    *,
+    kind: str = "auto",
+    strict: bool = True,
+) -> LoadReport:
+    """Load weights from a file or an in-memory checkpoint into ``model``.
+
+    ``kind``: one of ``KINDS``; ``auto`` detects it. ``strict``: raise :class:`CheckpointError`
+    on keys the model lacks or that the checkpoint lacks (beyond those a ``timm`` init is
+    expected to lack: ``time_embed``, ``*_fc``, a dropped head), and on any shape mismatch.
+    Returns a :class:`LoadReport`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}; valid: {', '.join(KINDS)}")
+    obj = read_checkpoint(source) if isinstance(source, (str, Path)) else source
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a checkpoint dict, got {type(obj).__name__}")
+    detected, state = _detect(obj, model)
+    if kind == "auto":
+        kind = detected
+    elif kind in {"official", "lightning"}:
+        state = obj["model_state" if kind == "official" else "state_dict"]
+    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    if kind == "hf":
+        state = convert_hf_state_dict(state)
+    target = model.state_dict()
+    state = _strip_prefixes(state, set(target))
+    report = LoadReport(kind=kind)
+    allowed_missing: set[str] = set()
+    if kind == "timm":
+        state = _timm_to_video(state, model, report)
+        allowed_missing = {k for k in target if k == "time_embed" or re.search(r"_fc\.", k)}
+        allowed_missing |= {k for k in target if k.startswith("head.")} if report.dropped else set()
+        extra = [k for k in state if k not in target]
+        report.dropped += extra  # e.g. pre_logits.*, fc_norm.*: ImageNet-only layers
+        state = {k: v for k, v in state.items() if k in target}
+
+    report.missing = sorted(k for k in target if k not in state)
+    report.unexpected = sorted(k for k in state if k not in target)
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    if mismatched:
+        raise CheckpointError(f"{kind} checkpoint: shape mismatch:\n  " + "\n  ".join(mismatched))
+    unexplained = [k for k in report.missing if k not in allowed_missing]
+    if strict and (unexplained or report.unexpected):
+        raise CheckpointError(
+            f"{kind} checkpoint does not fit the model "
+            f"(attention_type={model.attention_type!r}, depth={len(model.blocks)}):\n"
+            f"  missing from checkpoint: {unexplained or 'none'}\n"
+            f"  unknown to the model: {report.unexpected or 'none'}"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    return report
