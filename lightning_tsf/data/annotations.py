@@ -1,0 +1,192 @@
+"""Annotation formats: Kinetics-style CSV, Something-Something v2 JSON, folder-per-class trees.
+
+Each reader returns a list of :class:`VideoRecord` (absolute path, integer label) plus the class
+names, with paths resolved relative to a data root, so the same annotation files work against a
+prepared (re-encoded) copy of the dataset under another root.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = ("kinetics", "ssv2", "folder")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+
+# Default split file names per format (train, val, test). The official TimeSformer tests SSv2 on
+# the validation set; the folder format uses split sub-folders.
+DEFAULT_SPLITS: dict[str, tuple[str, str, str]] = {
+    "kinetics": ("train.csv", "val.csv", "test.csv"),
+    "ssv2": ("train.json", "validation.json", "validation.json"),
+    "folder": ("train", "val", "test"),
+}
+DEFAULT_CLASS_FILES: dict[str, str | None] = {
+    "kinetics": "classnames.txt",
+    "ssv2": "labels.json",
+    "folder": None,
+}
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One annotated video: absolute ``path`` and integer ``label`` (-1 when unlabelled)."""
+
+    path: str
+    label: int
+
+
+def require(path: Path, what: str) -> Path:
+    """Return ``path`` or raise ``FileNotFoundError`` naming it and what it should have been."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from a text file (one per line, in label order) or a JSON ``{name: id}``."""
+    path = require(Path(path), "class-name file")
+    if path.suffix == ".json":
+        mapping = json.loads(path.read_text())
+        names = [""] * len(mapping)
+        for name, idx in mapping.items():
+            names[int(idx)] = normalize_ssv2_template(str(name))
+        return names
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _parse_csv_line(line: str) -> tuple[str, str]:
+    sep = "," if "," in line else None
+    parts = line.rsplit(sep, 1)
+    if len(parts) != 2:
+        raise ValueError(f"expected 'path label', got {line!r}")
+    return parts[0].strip(), parts[1].strip()
+
+
+def read_kinetics_csv(
+    csv_path: str | Path, root: str | Path, class_names: list[str] | None = None
+) -> list[VideoRecord]:
+    """Kinetics-style ``path label`` lines (space- or comma-separated), paths relative to ``root``.
+
+    A label may be an integer or, when ``class_names`` is given, a class name. A first line whose
+    label is neither (a header) is skipped.
+    """
+    csv_path = require(Path(csv_path), "annotation file")
+    root = Path(root)
+    by_name = {name: i for i, name in enumerate(class_names or [])}
+    records = []
+    lines = [ln for ln in csv_path.read_text().splitlines() if ln.strip()]
+    for n, line in enumerate(lines):
+        rel, label = _parse_csv_line(line)
+        if label.lstrip("-").isdigit():
+            idx = int(label)
+        elif label in by_name:
+            idx = by_name[label]
+        elif n == 0:
+            continue  # header
+        else:
+            raise ValueError(f"{csv_path}:{n + 1}: unknown label {label!r}")
+        records.append(VideoRecord(str(root / rel), idx))
+    return records
+
+
+def normalize_ssv2_template(template: str) -> str:
+    """Remove SSv2's placeholder brackets: ``Putting [something] on [a surface]`` → without []."""
+    return re.sub(r"\s+", " ", template.replace("[", "").replace("]", "")).strip()
+
+
+def read_ssv2(
+    json_path: str | Path, root: str | Path, labels_path: str | Path, ext: str = ".webm"
+) -> list[VideoRecord]:
+    """SSv2 entries (``id``, ``template``) labelled through ``labels.json``; videos ``<id><ext>``.
+
+    Entries without a template (the unlabelled test set) get label -1.
+    """
+    entries = json.loads(require(Path(json_path), "annotation file").read_text())
+    labels = {name: i for i, name in enumerate(read_class_names(labels_path))}
+    root = Path(root)
+    records = []
+    for entry in entries:
+        template = entry.get("template")
+        label = -1
+        if template is not None:
+            key = normalize_ssv2_template(template)
+            if key not in labels:
+                raise ValueError(f"{json_path}: template {key!r} not in {labels_path}")
+            label = labels[key]
+        records.append(VideoRecord(str(root / f"{entry['id']}{ext}"), label))
+    return records
+
+
+def folder_classes(root: str | Path) -> list[str]:
+    """Sorted names of the class sub-folders of ``root``."""
+    root = require(Path(root), "video folder")
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def read_folder(root: str | Path, class_names: list[str] | None = None) -> list[VideoRecord]:
+    """Videos in a ``root/<class>/<video>`` tree, labelled by the sorted class-folder order."""
+    root = Path(root)
+    names = class_names if class_names is not None else folder_classes(root)
+    records = []
+    for label, name in enumerate(names):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+                records.append(VideoRecord(str(path), label))
+    return records
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """The tree for ``split``: ``root/<split>`` if it exists, else ``root`` itself."""
+    return root / split if (root / split).is_dir() else root
+
+
+def load_class_names(
+    format: str, root: str | Path, class_names_file: str | None, train_split: str
+) -> list[str]:
+    """Class names for a dataset, read cheaply from label files (no video is opened).
+
+    Kinetics without a class-name file gets names ``"0".."K-1"`` with K = 1 + the largest label
+    in the training split.
+    """
+    root = require(Path(root), "data_root")
+    if format == "folder":
+        if class_names_file:
+            return read_class_names(root / class_names_file)
+        return folder_classes(split_folder(root, train_split))
+    if format == "ssv2":
+        return read_class_names(root / (class_names_file or "labels.json"))
+    if format == "kinetics":
+        if class_names_file and (root / class_names_file).exists():
+            return read_class_names(root / class_names_file)
+        if class_names_file and class_names_file != DEFAULT_CLASS_FILES["kinetics"]:
+            require(root / class_names_file, "class-name file")
+        records = read_kinetics_csv(root / train_split, root)
+        return [str(i) for i in range(1 + max((r.label for r in records), default=-1))]
+    raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")
+
+
+def load_split(
+    format: str,
+    root: str | Path,
+    split: str,
+    class_names: list[str],
+    class_names_file: str | None = None,
+    video_dir: str = "",
+    video_ext: str = ".webm",
+) -> list[VideoRecord]:
+    """Records of one split file (or split folder) of a dataset under ``root``."""
+    root = require(Path(root), "data_root")
+    videos = root / video_dir
+    if format == "kinetics":
+        return read_kinetics_csv(root / split, videos, class_names)
+    if format == "ssv2":
+        labels = root / (class_names_file or "labels.json")
+        return read_ssv2(root / split, videos, labels, video_ext)
+    if format == "folder":
+        return read_folder(split_folder(root, split), class_names)
+    raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")

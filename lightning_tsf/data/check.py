@@ -1,0 +1,65 @@
+"""Scanning a dataset for unreadable videos before any GPU time is spent on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from typing import TypeVar
+
+import numpy as np
+
+from lightning_tsf.data.decode import VideoDecodeError, make_reader
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def check_video(path: str, backend: str = "decord", full: bool = False) -> str | None:
+    """Return why ``path`` cannot be used, or None if it decodes.
+
+    By default the first, middle and last frames are decoded (catching missing, empty,
+    non-video, stream-less and most truncated files); ``full=True`` decodes every frame.
+    """
+    reader = make_reader(path, backend)
+    try:
+        n = len(reader)
+        indices = np.arange(n) if full else np.unique([0, n // 2, n - 1])
+        for chunk in np.array_split(indices, max(1, len(indices) // 64)):
+            reader.get_frames(chunk)
+    except VideoDecodeError as err:
+        return err.reason
+    finally:
+        reader.close()
+    return None
+
+
+def parallel_map(
+    func: Callable[[T], R], items: Sequence[T], num_workers: int, desc: str, progress: bool = True
+) -> Iterator[R]:
+    """``map`` over worker processes (in order) with a tqdm progress bar; in-process if 0."""
+    from tqdm import tqdm
+
+    bar = partial(tqdm, total=len(items), desc=desc, disable=not progress, unit="video")
+    if num_workers <= 0:
+        yield from bar(map(func, items))
+        return
+    with ProcessPoolExecutor(num_workers) as pool:
+        chunk = max(1, min(16, len(items) // (4 * num_workers)))
+        yield from bar(pool.map(func, items, chunksize=chunk))
+
+
+def check_videos(
+    paths: Iterable[str],
+    *,
+    backend: str = "decord",
+    full: bool = False,
+    num_workers: int = os.cpu_count() or 1,
+    progress: bool = True,
+) -> list[tuple[str, str]]:
+    """Check many videos in parallel; return ``(path, reason)`` for each unreadable one."""
+    paths = list(dict.fromkeys(paths))
+    func = partial(check_video, backend=backend, full=full)
+    results = parallel_map(func, paths, num_workers, "checking", progress)
+    return [(p, r) for p, r in zip(paths, results) if r is not None]

@@ -1,0 +1,223 @@
+"""``VideoDataModule``: annotation files, sampler, transforms and loaders in one DataModule.
+
+Every ``__init__`` argument is a simple typed value so LightningCLI/jsonargparse can build it from
+YAML. ``num_classes`` and ``class_names`` are read from label files in ``__init__`` (no video is
+opened) so the CLI can link them into the model.
+
+Missing paths fail fast: ``data_root``, the class-name file and the train/val annotation files
+are checked in ``__init__``; the test/predict annotation file in ``setup``. Each error names the
+missing path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_tsf.data.annotations import (
+    DEFAULT_CLASS_FILES,
+    DEFAULT_SPLITS,
+    FORMATS,
+    VideoRecord,
+    load_class_names,
+    load_split,
+    require,
+)
+from lightning_tsf.data.check import check_videos
+from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
+from lightning_tsf.data.decode import BACKENDS
+from lightning_tsf.data.sampling import SAMPLERS
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, EvalTransform, TrainTransform
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Video classification data (Kinetics CSV, SSv2 JSON or class folders) for TimeSformer.
+
+    Args:
+        data_root: folder that annotation files and video paths are relative to.
+        format: ``"kinetics"``, ``"ssv2"`` or ``"folder"``.
+        train_split, val_split, test_split: annotation files (folders for ``"folder"``) under
+            ``data_root``; None uses the format default (kinetics: train/val/test.csv;
+            ssv2: train.json/validation.json/validation.json; folder: train/val/test
+            sub-folders, or ``data_root`` itself if there are none).
+        predict_split: defaults to the test split.
+        class_names_file: kinetics: ``classnames.txt`` (optional; one name per line, or JSON
+            ``{name: id}``); ssv2: ``labels.json``; folder: none (sorted sub-folder names).
+        video_dir, video_ext: SSv2 videos are ``data_root/video_dir/<id><video_ext>``.
+        sampler: ``"dense"`` or ``"segment"``; None = ``"segment"`` for ssv2, else ``"dense"``.
+        num_frames, sampling_rate: clip length and stride (stride unused by ``"segment"``).
+        crop_size, train_scale: training short-side jitter range and crop size.
+        horizontal_flip: None = on for kinetics/folder, off for ssv2 (left/right is in labels).
+        mean, std: per-channel normalisation of [0, 1] pixels.
+        num_spatial_crops (1 or 3), num_temporal_views: evaluation views per video.
+        batch_size: per GPU/process.
+        max_decode_retries: broken videos replaced in a row before a training sample fails.
+        backend: ``"decord"`` (default) or ``"pyav"``.
+        decode_short_side: decode sources whose short side is larger at this short side.
+        multiprocessing_context: DataLoader worker start method (None = platform default).
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        format: str = "kinetics",
+        train_split: str | None = None,
+        val_split: str | None = None,
+        test_split: str | None = None,
+        predict_split: str | None = None,
+        class_names_file: str | None = None,
+        video_dir: str = "",
+        video_ext: str = ".webm",
+        sampler: str | None = None,
+        num_frames: int = 8,
+        sampling_rate: int = 32,
+        crop_size: int = 224,
+        train_scale: tuple[int, int] = (256, 320),
+        horizontal_flip: bool | None = None,
+        mean: tuple[float, float, float] = DEFAULT_MEAN,
+        std: tuple[float, float, float] = DEFAULT_STD,
+        num_spatial_crops: int = 3,
+        num_temporal_views: int = 1,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        max_decode_retries: int = 10,
+        backend: str = "decord",
+        decode_short_side: int | None = None,
+        multiprocessing_context: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value, allowed in [
+            ("format", format, FORMATS),
+            ("backend", backend, BACKENDS),
+            ("sampler", sampler or "dense", SAMPLERS),
+        ]:
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}; expected one of {allowed}")
+        if num_spatial_crops not in (1, 3):
+            raise ValueError("num_spatial_crops must be 1 or 3")
+        self.data_root = require(Path(data_root), "data_root")
+        self.format = format
+        train_default, val_default, test_default = DEFAULT_SPLITS[format]
+        self.splits = {
+            "train": train_split or train_default,
+            "val": val_split or val_default,
+            "test": test_split or test_default,
+        }
+        self.splits["predict"] = predict_split or self.splits["test"]
+        self.class_names_file = class_names_file or DEFAULT_CLASS_FILES[format]
+        self.sampler = sampler or ("segment" if format == "ssv2" else "dense")
+        self.horizontal_flip = format != "ssv2" if horizontal_flip is None else horizontal_flip
+        if format != "folder":
+            for stage in ("train", "val"):
+                require(self.data_root / self.splits[stage], f"{stage} annotation file")
+        self.class_names: list[str] = load_class_names(
+            format, self.data_root, self.class_names_file, self.splits["train"]
+        )
+        self.num_classes: int = len(self.class_names)
+        self.datasets: dict[str, VideoDataset] = {}
+
+    def records(self, stage: str) -> list[VideoRecord]:
+        """Annotated videos of ``stage`` (``train``, ``val``, ``test`` or ``predict``)."""
+        hp = self.hparams
+        return load_split(
+            self.format,
+            self.data_root,
+            self.splits[stage],
+            self.class_names,
+            self.class_names_file,
+            hp.video_dir,
+            hp.video_ext,
+        )
+
+    def make_dataset(self, stage: str) -> VideoDataset:
+        """Build the dataset of one stage (training transforms only for ``train``)."""
+        hp = self.hparams
+        train = stage == "train"
+        if train:
+            transform = TrainTransform(
+                hp.crop_size, tuple(hp.train_scale), self.horizontal_flip, hp.mean, hp.std
+            )
+        else:
+            transform = EvalTransform(hp.crop_size, hp.num_spatial_crops, hp.mean, hp.std)
+        return VideoDataset(
+            self.records(stage),
+            train=train,
+            transform=transform,
+            sampler=self.sampler,
+            num_frames=hp.num_frames,
+            sampling_rate=hp.sampling_rate,
+            num_temporal_views=hp.num_temporal_views,
+            num_spatial_crops=hp.num_spatial_crops,
+            backend=hp.backend,
+            decode_short_side=hp.decode_short_side,
+            max_decode_retries=hp.max_decode_retries,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the annotation files needed by a Trainer stage (fit/validate/test/predict)."""
+        wanted = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": ["test"],
+            "predict": ["predict"],
+            None: ["train", "val", "test"],
+        }[stage]
+        for name in wanted:
+            if name not in self.datasets:
+                self.datasets[name] = self.make_dataset(name)
+
+    def _dataset(self, stage: str) -> VideoDataset:
+        if stage not in self.datasets:
+            self.datasets[stage] = self.make_dataset(stage)
+        return self.datasets[stage]
+
+    def _loader(self, stage: str) -> DataLoader:
+        hp = self.hparams
+        dataset = self._dataset(stage)
+        train = stage == "train"
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_world_size() > 1:
+                sampler = DistributedEvalSampler(dataset)
+        workers = hp.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=train,
+            sampler=sampler,
+            drop_last=train,
+            num_workers=workers,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and workers > 0,
+            multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled random clips, one per video; Lightning adds the DistributedSampler."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """All views of all validation videos, in order, never padded under DDP."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """All views of all test videos, in order, never padded under DDP."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """All views of all predict videos, in order, never padded under DDP."""
+        return self._loader("predict")
+
+    def check_videos(
+        self, stages: tuple[str, ...] = ("train", "val", "test"), num_workers: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Decode-check every video of the given stages; return ``(path, reason)`` of bad ones."""
+        paths = [r.path for stage in stages for r in self.records(stage)]
+        workers = self.hparams.num_workers if num_workers is None else num_workers
+        return check_videos(paths, backend=self.hparams.backend, num_workers=workers)

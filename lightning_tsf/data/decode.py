@@ -1,0 +1,223 @@
+"""Video decoding behind one small interface, with decord as the default backend.
+
+A reader is a cheap, picklable object holding only a path: the decoder itself is opened lazily on
+first use, inside whichever process uses it. A decord ``VideoReader`` created in a dataset's
+``__init__`` hangs forked DataLoader workers and cannot be pickled for spawned ones, so datasets
+create one reader per sample in ``__getitem__``.
+
+Every failure (missing, zero-byte, truncated, not a video, no video stream) is raised as
+:class:`VideoDecodeError` carrying the path, so callers handle one exception type.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from fractions import Fraction
+
+import numpy as np
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoDecodeError(RuntimeError):
+    """A video could not be opened or decoded; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def probe_size(path: str) -> tuple[int, int]:
+    """Return ``(width, height)`` of the first video stream from the header only (no decode)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            ctx = container.streams.video[0].codec_context
+            return int(ctx.width), int(ctx.height)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:  # av raises many error types; all mean "unreadable"
+        raise VideoDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """Size with the short side at ``short_side`` (aspect kept, even dimensions), or unchanged.
+
+    Only shrinks: a source already at or below ``short_side`` is decoded at its own size.
+    """
+    if short_side is None or min(width, height) <= short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    if width <= height:
+        return short_side, max(2, int(round(height * scale / 2)) * 2)
+    return max(2, int(round(width * scale / 2)) * 2), short_side
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "zero-byte file")
+
+
+class VideoReader(ABC):
+    """Lazily opened video: ``len(reader)`` frames, ``reader.get_frames(indices)`` → uint8 array.
+
+    ``short_side`` asks the decoder to scale frames down so the short side is at most that many
+    pixels, which is much cheaper than decoding full size and resizing afterwards.
+    """
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        self.path = str(path)
+        self.short_side = short_side
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of frames in the video (opens the file on first call)."""
+
+    @abstractmethod
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        """Decode the given frame indices into a (T, H, W, 3) uint8 array."""
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames ``indices`` (any order, repeats allowed): (T, H, W, 3) uint8."""
+        idx = [int(i) for i in indices]
+        try:
+            frames = self._decode(idx)
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+        if frames.ndim != 4 or frames.shape[0] != len(idx):
+            raise VideoDecodeError(self.path, f"decoded {frames.shape[0]} of {len(idx)} frames")
+        return frames
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the decoder (the reader can be reopened by using it again)."""
+
+
+class DecordReader(VideoReader):
+    """decord backend: random access via ``get_batch`` on the sampled indices only, no bridge."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        super().__init__(path, short_side)
+        self._vr = None
+
+    def _open(self):
+        if self._vr is None:
+            _check_file(self.path)
+            import decord
+
+            size = (-1, -1)
+            if self.short_side is not None:
+                w, h = probe_size(self.path)
+                if (w, h) != scaled_size(w, h, self.short_side):
+                    size = scaled_size(w, h, self.short_side)
+            try:
+                self._vr = decord.VideoReader(
+                    self.path, ctx=decord.cpu(0), width=size[0], height=size[1], num_threads=1
+                )
+            except Exception as exc:
+                raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+            if len(self._vr) == 0:
+                raise VideoDecodeError(self.path, "no frames")
+        return self._vr
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        vr = self._open()
+        # decord decodes each distinct index once; repeats are expanded in numpy.
+        uniq, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+        frames = vr.get_batch(uniq.tolist()).asnumpy()
+        return frames if len(uniq) == len(indices) else frames[inverse]
+
+    def close(self) -> None:
+        self._vr = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_vr": None}
+
+
+class PyAVReader(VideoReader):
+    """PyAV backend, decoding as the official TimeSformer does: seek to the keyframe before the
+    first sampled frame, then decode sequentially to the last one, keeping the sampled frames."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        super().__init__(path, short_side)
+        self._meta: tuple[int, Fraction, Fraction, int] | None = None  # frames, fps, tb, start
+
+    def _open_container(self):
+        import av
+
+        _check_file(self.path)
+        try:
+            container = av.open(self.path)
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+        if not container.streams.video:
+            container.close()
+            raise VideoDecodeError(self.path, "no video stream")
+        return container
+
+    def _metadata(self, container) -> tuple[int, Fraction, Fraction, int]:
+        if self._meta is None:
+            stream = container.streams.video[0]
+            fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
+            tb = Fraction(stream.time_base)
+            n = int(stream.frames or 0)
+            if n <= 0 and stream.duration:
+                n = int(round(stream.duration * tb * fps))
+            if n <= 0 and container.duration:
+                n = int(round(container.duration / 1_000_000 * fps))
+            if n <= 0:
+                raise VideoDecodeError(self.path, "no frames")
+            self._meta = (n, fps, tb, int(stream.start_time or 0))
+        return self._meta
+
+    def __len__(self) -> int:
+        with self._open_container() as container:
+            return self._metadata(container)[0]
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        with self._open_container() as container:
+            n, fps, tb, start = self._metadata(container)
+            stream = container.streams.video[0]
+            lo, hi = min(indices), max(indices)
+            wanted = set(indices)
+            container.seek(
+                start + int(lo / fps / tb), any_frame=False, backward=True, stream=stream
+            )
+            decoded: dict[int, np.ndarray] = {}
+            size = None
+            for frame in container.decode(stream):
+                idx = int(round((frame.pts - start) * tb * fps)) if frame.pts is not None else 0
+                if idx in wanted:
+                    if size is None:
+                        size = scaled_size(frame.width, frame.height, self.short_side)
+                    decoded[idx] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                if idx >= hi:
+                    break
+        if not decoded:
+            raise VideoDecodeError(self.path, "no frames decoded")
+        keys = np.array(sorted(decoded))
+        # Frames the container could not deliver (short or truncated tails) fall back to the
+        # nearest decoded one, mirroring decord's behaviour for the last frame.
+        nearest = [int(keys[np.abs(keys - i).argmin()]) for i in indices]
+        return np.stack([decoded[k] for k in nearest])
+
+
+def make_reader(path: str, backend: str = "decord", short_side: int | None = None) -> VideoReader:
+    """Create an (unopened) reader for ``path`` with the named backend."""
+    if backend == "decord":
+        return DecordReader(path, short_side)
+    if backend == "pyav":
+        return PyAVReader(path, short_side)
+    raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")

@@ -1,0 +1,130 @@
+"""Re-encoding a dataset to a target short side (``tsf prepare``).
+
+The official Kinetics instructions resize every video to a short side of 256 before training
+(320 keeps full resolution for the [256, 320] scale jitter). Videos are re-encoded with PyAV in
+worker processes into a new root with the same relative paths, frame count and frame rate, and
+annotation files (csv/json/txt) are copied, so the same annotation files work against the new
+root. Originals are never written; finished files are skipped, so an interrupted run resumes;
+unreadable files are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from lightning_tsf.data.annotations import VIDEO_EXTENSIONS
+from lightning_tsf.data.check import parallel_map
+from lightning_tsf.data.encode import VideoWriter
+
+ANNOTATION_EXTENSIONS = (".csv", ".json", ".txt")
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of :func:`prepare_dataset`: relative paths by status."""
+
+    converted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already present in the new root
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    copied: list[str] = field(default_factory=list)  # annotation files
+
+    def summary(self) -> str:
+        """One line with the counts."""
+        return (
+            f"converted {len(self.converted)}, already done {len(self.skipped)}, "
+            f"unreadable {len(self.failed)}, annotation files copied {len(self.copied)}"
+        )
+
+
+def even_short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side at ``short_side`` and even dimensions (for 4:2:0)."""
+    scale = short_side / min(width, height)
+    w, h = (round(width * scale / 2) * 2, round(height * scale / 2) * 2)
+    return max(2, w), max(2, h)
+
+
+def reencode_video(src: str, dst: str, short_side: int, crf: int = 18) -> str:
+    """Re-encode one video to H.264 at ``short_side``; return "converted" or "skipped".
+
+    Raises any decoding error; a partial output is removed.
+    """
+    if os.path.exists(dst):
+        return "skipped"
+    import av
+
+    if not os.path.exists(src) or os.path.getsize(src) == 0:
+        raise ValueError("missing or zero-byte file")
+    with av.open(src) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = stream.average_rate or stream.guessed_rate or 30
+        writer = None
+        try:
+            for frame in container.decode(stream):
+                if writer is None:
+                    w, h = even_short_side_size(frame.width, frame.height, short_side)
+                    options = {"crf": str(crf), "preset": "veryfast"}
+                    writer = VideoWriter(dst, w, h, fps, options=options)
+                writer.write(frame.to_ndarray(format="rgb24", width=w, height=h))
+        except BaseException:
+            if writer is not None:
+                writer.close(ok=False)
+            raise
+    if writer is None:
+        raise ValueError("no frames decoded")
+    writer.close()
+    return "converted"
+
+
+def _prepare_one(rel: str, src_root: str, dst_root: str, short_side: int, crf: int):
+    try:
+        return rel, reencode_video(
+            os.path.join(src_root, rel), os.path.join(dst_root, rel), short_side, crf
+        )
+    except Exception as exc:  # report and go on: one bad file must not stop the job
+        return rel, f"error: {type(exc).__name__}: {exc}"
+
+
+def prepare_dataset(
+    src_root: str | Path,
+    dst_root: str | Path,
+    short_side: int = 256,
+    *,
+    num_workers: int = os.cpu_count() or 1,
+    crf: int = 18,
+    progress: bool = True,
+) -> PrepareReport:
+    """Re-encode every video under ``src_root`` into ``dst_root`` (same relative paths)."""
+    src, dst = Path(src_root).resolve(), Path(dst_root).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"source root not found: {src}")
+    if src == dst or src in dst.parents or dst in src.parents:
+        raise ValueError(f"the new root {dst} must lie outside the source {src} and vice versa")
+    report = PrepareReport()
+    videos = []
+    for path in sorted(src.rglob("*")):
+        rel = str(path.relative_to(src))
+        suffix = path.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            videos.append(rel)
+        elif suffix in ANNOTATION_EXTENSIONS and path.is_file() and not (dst / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst / rel)
+            report.copied.append(rel)
+    func = partial(
+        _prepare_one, src_root=str(src), dst_root=str(dst), short_side=short_side, crf=crf
+    )
+    for rel, status in parallel_map(func, videos, num_workers, "preparing", progress):
+        if status == "converted":
+            report.converted.append(rel)
+        elif status == "skipped":
+            report.skipped.append(rel)
+        else:
+            report.failed.append((rel, status.removeprefix("error: ")))
+    return report

@@ -1,0 +1,146 @@
+"""Spatial transforms from decoded uint8 frames ``(T, H, W, C)`` to a float clip ``(C, T, H, W)``.
+
+All resizing happens on uint8 (channels-last, one ``interpolate`` call for all frames) before the
+single float conversion, which is fused with normalisation; training crops the source region
+before resizing it, so only ``crop_size²`` pixels are ever interpolated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MEAN = (0.45, 0.45, 0.45)
+DEFAULT_STD = (0.225, 0.225, 0.225)
+
+
+def _as_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, C) uint8 → a (T, C, H, W) channels-last view (no copy)."""
+    x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"expected (T, H, W, C) uint8 frames, got {tuple(x.shape)} {x.dtype}")
+    return x.permute(0, 3, 1, 2)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(H, W) after scaling so the short side is ``short_side`` (official rounding: floor)."""
+    if height <= width:
+        return short_side, int(math.floor(width * short_side / height))
+    return int(math.floor(height * short_side / width)), short_side
+
+
+def spatial_crop_offsets(
+    height: int, width: int, crop: int, index: int, num_crops: int
+) -> tuple[int, int]:
+    """(y, x) of crop ``index`` of ``num_crops`` along the long side (0 = left/top, centre, end).
+
+    One crop is the centre crop; three are left/centre/right for landscape frames and
+    top/centre/bottom for portrait ones, as in the official test protocol.
+    """
+    y, x = (height - crop) // 2, (width - crop) // 2
+    if num_crops == 1:
+        return y, x
+    if num_crops != 3:
+        raise ValueError("num_crops must be 1 or 3")
+    if width >= height:
+        x = [0, (width - crop) // 2, width - crop][index]
+    else:
+        y = [0, (height - crop) // 2, height - crop][index]
+    return y, x
+
+
+class Normalize:
+    """uint8 (T, C, H, W) → float32 contiguous (C, T, H, W), ``(x / 255 - mean) / std``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std_t)).view(-1, 1, 1, 1)
+        self.shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(-1, 1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        t, c, h, w = x.shape
+        out = torch.empty((c, t, h, w), dtype=torch.float32)
+        out.copy_(x.permute(1, 0, 2, 3))
+        return out.mul_(self.scale).sub_(self.shift)
+
+
+class TrainTransform:
+    """Random short-side scale jitter, random crop, optional horizontal flip, normalisation.
+
+    Equivalent to scaling the short side to ``S ~ U[scale_min, scale_max]`` and cropping
+    ``crop_size`` at a random position, but the crop window is mapped back to source pixels
+    and only that window is resized.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        scale: tuple[int, int] = (256, 320),
+        horizontal_flip: bool = True,
+        mean: Sequence[float] = DEFAULT_MEAN,
+        std: Sequence[float] = DEFAULT_STD,
+    ) -> None:
+        self.crop_size = crop_size
+        self.scale = (int(scale[0]), int(scale[1]))
+        self.horizontal_flip = horizontal_flip
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Transform (T, H, W, C) uint8 frames into a normalised (C, T, crop, crop) clip."""
+        x = _as_tchw(frames)
+        h, w = x.shape[-2:]
+        crop = self.crop_size
+        short = max(int(rng.integers(self.scale[0], self.scale[1] + 1)), crop)
+        sh, sw = short_side_size(h, w, short)
+        y0, x0 = int(rng.integers(0, sh - crop + 1)), int(rng.integers(0, sw - crop + 1))
+        # Source window covering the crop in scaled coordinates.
+        fy, fx = h / sh, w / sw
+        ys, ye = int(math.floor(y0 * fy)), min(h, int(math.ceil((y0 + crop) * fy)))
+        xs, xe = int(math.floor(x0 * fx)), min(w, int(math.ceil((x0 + crop) * fx)))
+        x = _resize(x[:, :, ys:ye, xs:xe], (crop, crop))
+        if self.horizontal_flip and rng.random() < 0.5:
+            x = x.flip(-1)
+        return self.normalize(x)
+
+
+class EvalTransform:
+    """Short side resized to ``crop_size``, then spatial crop ``index`` of ``num_crops``."""
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        num_crops: int = 1,
+        mean: Sequence[float] = DEFAULT_MEAN,
+        std: Sequence[float] = DEFAULT_STD,
+    ) -> None:
+        if num_crops not in (1, 3):
+            raise ValueError("num_spatial_crops must be 1 or 3")
+        self.crop_size = crop_size
+        self.num_crops = num_crops
+        self.normalize = Normalize(mean, std)
+
+    def resize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(T, H, W, C) uint8 → (T, C, H', W') uint8 with short side ``crop_size``."""
+        x = _as_tchw(frames)
+        return _resize(x, short_side_size(*x.shape[-2:], self.crop_size))
+
+    def crop(self, resized: torch.Tensor, index: int) -> torch.Tensor:
+        """Crop ``index`` of a :meth:`resize` output, normalised to (C, T, crop, crop)."""
+        h, w = resized.shape[-2:]
+        y, x = spatial_crop_offsets(h, w, self.crop_size, index, self.num_crops)
+        c = self.crop_size
+        return self.normalize(resized[:, :, y : y + c, x : x + c])
+
+    def __call__(self, frames: np.ndarray, index: int = 0) -> torch.Tensor:
+        """Resize and take crop ``index``."""
+        return self.crop(self.resize(frames), index)
