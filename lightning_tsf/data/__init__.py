@@ -1,34 +1,50 @@
 """Video data: decoding, annotation formats, clip sampling, transforms, the DataModule.
 
-Heavy modules (decord, PyAV) are imported only when a video is opened.
+Names are imported lazily: a spawned DataLoader worker unpickling a ``VideoDataset`` then imports
+only torch, numpy and decord, not pytorch_lightning (seconds per worker).
 """
 
-from lightning_tsf.data.annotations import VideoRecord, load_class_names, load_split
-from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.dataset import (
-    DistributedEvalSampler,
-    VideoBatch,
-    VideoDataset,
-    eval_summary,
-)
-from lightning_tsf.data.decode import VideoDecodeError, VideoReader, make_reader
-from lightning_tsf.data.sampling import dense_indices, segment_indices
-from lightning_tsf.data.transforms import EvalTransform, TrainTransform
+from __future__ import annotations
 
-__all__ = [
-    "DistributedEvalSampler",
-    "EvalTransform",
-    "TrainTransform",
-    "VideoBatch",
-    "VideoDataModule",
-    "VideoDataset",
-    "VideoDecodeError",
-    "VideoReader",
-    "VideoRecord",
-    "dense_indices",
-    "eval_summary",
-    "load_class_names",
-    "load_split",
-    "make_reader",
-    "segment_indices",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "VideoRecord": "annotations",
+    "load_class_names": "annotations",
+    "load_split": "annotations",
+    "VideoDataModule": "datamodule",
+    "DistributedEvalSampler": "dataset",
+    "VideoBatch": "dataset",
+    "VideoDataset": "dataset",
+    "eval_summary": "dataset",
+    "VideoDecodeError": "decode",
+    "VideoReader": "decode",
+    "make_reader": "decode",
+    "dense_indices": "sampling",
+    "segment_indices": "sampling",
+    "EvalTransform": "transforms",
+    "TrainTransform": "transforms",
+    "make_synthetic_dataset": "synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from lightning_tsf.data.annotations import VideoRecord, load_class_names, load_split
+    from lightning_tsf.data.datamodule import VideoDataModule
+    from lightning_tsf.data.dataset import (
+        DistributedEvalSampler,
+        VideoBatch,
+        VideoDataset,
+        eval_summary,
+    )
+    from lightning_tsf.data.decode import VideoDecodeError, VideoReader, make_reader
+    from lightning_tsf.data.sampling import dense_indices, segment_indices
+    from lightning_tsf.data.synthetic import make_synthetic_dataset
+    from lightning_tsf.data.transforms import EvalTransform, TrainTransform
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lightning_tsf.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lightning_tsf.data' has no attribute {name!r}")

@@ -191,7 +191,7 @@ class VideoDataModule(pl.LightningDataModule):
             batch_size=hp.batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=train,
+            drop_last=train and len(dataset) >= hp.batch_size,  # never zero batches
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,

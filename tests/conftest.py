@@ -1,0 +1,115 @@
+"""Shared fixtures: small real videos written with PyAV under ``tmp_path``.
+
+Frames carry their own index (``frame_pattern``) so a test can tell which frame was decoded.
+Videos are lossless H.264 4:4:4; the RGB→YUV→RGB round trip changes values by at most
+``DECODE_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightning_tsf.data.encode import write_video
+
+DECODE_TOLERANCE = 2  # max |decoded - written| per value for lossless 4:4:4 H.264
+
+
+def frame_pattern(index: int, height: int, width: int) -> np.ndarray:
+    """A smooth, unique (H, W, 3) uint8 frame for ``index``: gradients plus an index colour."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (x * 200 // max(1, width - 1)) + 20
+    frame[..., 1] = (y * 200 // max(1, height - 1)) + 20
+    frame[..., 2] = (index * 5) % 256
+    return frame
+
+
+def video_frames(num_frames: int, height: int, width: int) -> np.ndarray:
+    """(T, H, W, 3) frames of :func:`frame_pattern`."""
+    return np.stack([frame_pattern(i, height, width) for i in range(num_frames)])
+
+
+def frame_ids(frames: np.ndarray) -> list[int]:
+    """Recover the frame indices (mod 52) from decoded frames' index colour."""
+    return [int(round(float(f[..., 2].mean()) / 5)) for f in frames]
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_video(rel_path, num_frames=30, height=48, width=64, fps=30)``."""
+
+    def make(
+        rel: str, num_frames: int = 30, height: int = 48, width: int = 64, fps: int = 30
+    ) -> Path:
+        return write_video(tmp_path / rel, video_frames(num_frames, height, width), fps)
+
+    return make
+
+
+def write_broken(path: Path, kind: str) -> Path:
+    """Create a broken file: missing, zero-byte, truncated, not-a-video or audio-only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "missing":
+        return path
+    if kind == "zero":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a video\n" * 10)
+    elif kind == "truncated":
+        write_video(path, video_frames(30, 48, 64))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "audio":
+        import av
+
+        with av.open(str(path), "w") as c:
+            stream = c.add_stream("aac", rate=16000)
+            for i in range(8):
+                frame = av.AudioFrame.from_ndarray(
+                    np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+                )
+                frame.sample_rate, frame.pts = 16000, i * 1024
+                for packet in stream.encode(frame):
+                    c.mux(packet)
+            for packet in stream.encode():
+                c.mux(packet)
+    else:
+        raise ValueError(kind)
+    return path
+
+
+BROKEN_KINDS = ("missing", "zero", "truncated", "text", "audio")
+
+
+@pytest.fixture
+def kinetics_root(tmp_path: Path, make_video) -> Path:
+    """Kinetics-style root: 4 good train videos (2 classes), 3 val, 2 test, class names."""
+    root = tmp_path
+    lines = {"train": [], "val": [], "test": []}
+    for split, n in (("train", 4), ("val", 3), ("test", 2)):
+        for i in range(n):
+            rel = f"videos/{split}/v{i}.mp4"
+            make_video(rel, num_frames=20 + 5 * i)
+            lines[split].append(f"{rel} {i % 2}\n")
+        (root / f"{split}.csv").write_text("".join(lines[split]))
+    (root / "classnames.txt").write_text("left\nright\n")
+    return root
+
+
+@pytest.fixture
+def ssv2_root(tmp_path: Path, make_video) -> Path:
+    """SSv2-style root: labels.json, train.json, validation.json, ``<id>.webm`` videos."""
+    labels = {"Pushing something from left to right": "0", "Putting something on a surface": "1"}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    templates = ["Pushing [something] from left to right", "Putting [something] on [a surface]"]
+    for name, ids in (("train.json", [1, 2, 3]), ("validation.json", [4, 5])):
+        entries = [{"id": str(i), "template": templates[i % 2]} for i in ids]
+        (tmp_path / name).write_text(json.dumps(entries))
+        for i in ids:
+            make_video(f"{i}.webm", num_frames=24)
+    return tmp_path

@@ -1,0 +1,218 @@
+"""DataModule end to end: every annotation format, multi-view evaluation, broken videos,
+real DataLoader workers (fork and spawn), and the non-padding distributed eval sampler."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import BROKEN_KINDS, DECODE_TOLERANCE, frame_ids, video_frames, write_broken
+
+from lightning_tsf.data import (
+    DistributedEvalSampler,
+    VideoDataModule,
+    dense_indices,
+    eval_summary,
+    segment_indices,
+)
+
+IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # output = uint8 value
+SMALL = dict(crop_size=48, train_scale=(48, 56), batch_size=4, num_workers=0, **IDENTITY)
+
+
+def check_eval_clip(clip: torch.Tensor, indices: np.ndarray, length: int) -> None:
+    """A centre-cropped eval clip of a 48x64 pattern video equals the written frames."""
+    expected = video_frames(length, 48, 64)[indices][:, :, 8:56]  # (T, H, W, C)
+    got = clip.permute(1, 2, 3, 0).numpy()
+    assert np.abs(got - expected).max() <= DECODE_TOLERANCE
+    assert frame_ids(got.round().astype(np.uint8)) == [i % 52 for i in indices]
+
+
+def test_kinetics_frames_labels_and_batch_types(kinetics_root):
+    dm = VideoDataModule(
+        str(kinetics_root), num_frames=4, sampling_rate=5, num_spatial_crops=1, **SMALL
+    )
+    assert dm.num_classes == 2 and dm.class_names == ["left", "right"]
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["video"].shape == (2, 3, 4, 48, 48) and batch["video"].dtype == torch.float32
+    for key, dtype in [("label", torch.long), ("video_index", torch.long), ("valid", torch.bool)]:
+        assert batch[key].dtype == dtype
+    assert batch["label"].tolist() == [0, 1] and batch["valid"].all()
+    assert batch["path"][1].endswith("videos/test/v1.mp4") and batch["retries"].sum() == 0
+    for i, length in enumerate([20, 25]):
+        check_eval_clip(batch["video"][i], dense_indices(length, 4, 5, train=False), length)
+
+
+def test_kinetics_comma_and_header_and_no_class_file(tmp_path, make_video):
+    make_video("a b.mp4")  # a space in the name works with a comma separator
+    (tmp_path / "train.csv").write_text("path,label\na b.mp4,2\n")
+    (tmp_path / "val.csv").write_text("a b.mp4,0\n")
+    dm = VideoDataModule(str(tmp_path), **SMALL)
+    assert dm.num_classes == 3 and dm.class_names == ["0", "1", "2"]
+    assert [r.label for r in dm.records("train")] == [2]
+
+
+def test_ssv2_templates_segment_sampling_and_no_flip(ssv2_root):
+    dm = VideoDataModule(str(ssv2_root), format="ssv2", num_frames=4, num_spatial_crops=1, **SMALL)
+    assert dm.sampler == "segment" and dm.horizontal_flip is False
+    assert dm.class_names[1] == "Putting something on a surface"
+    dm.setup("fit")
+    assert dm.datasets["train"].transform.horizontal_flip is False
+    assert [r.label for r in dm.records("train")] == [1, 0, 1]
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["label"].tolist() == [0, 1]
+    check_eval_clip(batch["video"][0], segment_indices(24, 4, train=False), 24)
+    train = next(iter(dm.train_dataloader()))
+    assert train["video"].shape == (3, 3, 4, 48, 48)
+
+
+def test_folder_format(tmp_path, make_video):
+    for split in ("train", "val"):
+        for cls in ("jump", "run", "walk"):
+            make_video(f"{split}/{cls}/{cls}0.mp4", num_frames=12)
+    dm = VideoDataModule(
+        str(tmp_path), format="folder", num_frames=4, sampling_rate=2, num_spatial_crops=1, **SMALL
+    )
+    assert dm.class_names == ["jump", "run", "walk"] and dm.horizontal_flip is True
+    assert [r.label for r in dm.records("val")] == [0, 1, 2]
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    check_eval_clip(batch["video"][2], dense_indices(12, 4, 2, train=False), 12)
+
+
+def test_missing_paths_fail_at_init_naming_the_path(tmp_path, kinetics_root):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        VideoDataModule(str(tmp_path / "nowhere"))
+    (kinetics_root / "val.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="val.csv"):
+        VideoDataModule(str(kinetics_root))
+    with pytest.raises(FileNotFoundError, match="labels.json"):
+        (kinetics_root / "validation.json").write_text("[]")
+        (kinetics_root / "train.json").write_text("[]")
+        VideoDataModule(str(kinetics_root), format="ssv2")
+
+
+def test_multi_view_indices(kinetics_root):
+    dm = VideoDataModule(
+        str(kinetics_root),
+        num_frames=2,
+        sampling_rate=4,
+        num_spatial_crops=3,
+        num_temporal_views=2,
+        **{**SMALL, "batch_size": 6},
+    )
+    dm.setup("validate")
+    ds = dm.datasets["val"]
+    assert ds.num_videos == 3 and ds.num_views == 6 and len(ds) == 18
+    batches = list(dm.val_dataloader())
+    video_index = torch.cat([b["video_index"] for b in batches]).tolist()
+    view_index = torch.cat([b["view_index"] for b in batches]).tolist()
+    assert video_index == [v for v in range(3) for _ in range(6)]
+    assert view_index == list(range(6)) * 3
+    first = batches[0]["video"]  # video 0 (20 frames): views 0-2 clip 0, views 3-5 clip 1
+    lefts = [int(first[i, 0, 0, 0, 0]) for i in range(3)]  # R channel = column gradient
+    assert lefts[0] < lefts[1] < lefts[2]
+    for view, temporal in [(0, 0), (3, 1)]:
+        idx = dense_indices(20, 2, 4, train=False, view=temporal, num_views=2)
+        assert frame_ids(first[view].permute(1, 2, 3, 0).round().byte().numpy()) == list(idx)
+
+
+def add_broken(root, kinds, split):
+    lines = [f"bad_{kind}.mp4 0\n" for kind in kinds]
+    for kind in kinds:
+        write_broken(root / f"bad_{kind}.mp4", kind)
+    with open(root / f"{split}.csv", "a") as f:
+        f.writelines(lines)
+
+
+def test_training_skips_broken_videos_and_counts(kinetics_root, caplog):
+    add_broken(kinetics_root, BROKEN_KINDS, "train")
+    dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2, **SMALL)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    torch.manual_seed(0)
+    retries, paths = 0, set()
+    for _ in range(3):
+        for i in range(len(ds)):
+            sample = ds[i]
+            retries += sample["retries"]
+            paths.add(sample["path"])
+    assert retries >= 3 * len(BROKEN_KINDS)  # every broken one was replaced
+    assert not any("bad_" in p for p in paths)
+    logged = [r.getMessage() for r in caplog.records if "unreadable video" in r.getMessage()]
+    assert len(logged) == len(BROKEN_KINDS)  # each failure logged once, by path
+    assert all(any(f"bad_{k}" in m for m in logged) for k in BROKEN_KINDS)
+
+
+def test_training_gives_up_after_bounded_retries(tmp_path):
+    for split in ("train", "val"):
+        write_broken(tmp_path / "zero.mp4", "zero")
+        (tmp_path / f"{split}.csv").write_text("zero.mp4 0\n")
+    dm = VideoDataModule(str(tmp_path), max_decode_retries=3, **SMALL)
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match="max_decode_retries=3"):
+        dm.datasets["train"][0]
+
+
+def test_evaluation_reports_broken_videos_never_replaces(kinetics_root):
+    add_broken(kinetics_root, BROKEN_KINDS, "val")
+    dm = VideoDataModule(
+        str(kinetics_root), num_frames=2, sampling_rate=2, num_spatial_crops=3, **SMALL
+    )
+    dm.setup("validate")
+    ds = dm.datasets["val"]
+    batches = list(dm.val_dataloader())
+    valid = torch.cat([b["valid"] for b in batches])
+    paths = [p for b in batches for p in b["path"]]
+    assert len(valid) == ds.num_videos * ds.num_views == 8 * 3
+    bad = sorted({p for p, ok in zip(paths, valid.tolist()) if not ok})
+    assert len(bad) == len(BROKEN_KINDS) and all("bad_" in p for p in bad)
+    videos = torch.cat([b["video"] for b in batches])
+    assert videos[~valid].abs().sum() == 0 and videos[valid].abs().sum() > 0
+    summary = eval_summary(ds.num_videos, bad)
+    assert summary.startswith("evaluated 3/8 videos; 5 unreadable:") and bad[0] in summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers(kinetics_root, context):
+    dm = VideoDataModule(
+        str(kinetics_root),
+        num_frames=4,
+        sampling_rate=2,
+        num_spatial_crops=3,
+        multiprocessing_context=context,
+        persistent_workers=True,
+        **{**SMALL, "num_workers": 2, "batch_size": 2},
+    )
+    dm.setup("fit")
+    torch.manual_seed(0)
+    for _ in range(2 if context == "fork" else 1):  # persistent workers serve a second epoch
+        train = list(dm.train_dataloader())
+        assert len(train) == 2 and all(b["video"].shape == (2, 3, 4, 48, 48) for b in train)
+    if context == "spawn":
+        return  # each spawned worker start costs seconds; one loader shows it works
+    val = list(dm.val_dataloader())
+    keys = [
+        (v, w) for b in val for v, w in zip(b["video_index"].tolist(), b["view_index"].tolist())
+    ]
+    assert sorted(keys) == [(v, w) for v in range(3) for w in range(3)]
+
+
+@pytest.mark.parametrize("n, replicas", [(10, 3), (9, 3), (2, 4), (0, 2)])
+def test_distributed_eval_sampler_sees_every_item_once(n, replicas):
+    data = list(range(n))
+    seen = []
+    for rank in range(replicas):
+        sampler = DistributedEvalSampler(data, num_replicas=replicas, rank=rank)
+        part = list(sampler)
+        assert len(part) == len(sampler)
+        seen += part
+    assert sorted(seen) == data
+
+
+def test_ssv2_unlabelled_test_entries(ssv2_root):
+    (ssv2_root / "test.json").write_text(json.dumps([{"id": "4"}]))
+    dm = VideoDataModule(str(ssv2_root), format="ssv2", test_split="test.json", **SMALL)
+    assert [r.label for r in dm.records("test")] == [-1]

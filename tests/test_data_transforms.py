@@ -1,0 +1,93 @@
+"""Spatial transforms: shapes, crop positions, flip, normalisation, scale jitter."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_tsf.data.transforms import (
+    EvalTransform,
+    Normalize,
+    TrainTransform,
+    spatial_crop_offsets,
+)
+
+IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # output = uint8 value
+
+
+def coord_frames(t: int, h: int, w: int) -> np.ndarray:
+    """Frames whose R channel is the column and G the row, so crops reveal their position."""
+    y, x = np.mgrid[0:h, 0:w]
+    frame = np.stack([x, y, np.full_like(x, 7)], -1).astype(np.uint8)
+    return np.repeat(frame[None], t, 0)
+
+
+def test_normalize_values_and_layout():
+    x = torch.full((2, 3, 4, 5), 255, dtype=torch.uint8)
+    out = Normalize((0.45,) * 3, (0.225,) * 3)(x)
+    assert out.shape == (3, 2, 4, 5) and out.is_contiguous() and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.full_like(out, (1 - 0.45) / 0.225))
+
+
+@pytest.mark.parametrize(
+    "h, w, expected",
+    [(48, 64, [(0, 0), (0, 8), (0, 16)]), (64, 48, [(0, 0), (8, 0), (16, 0)])],
+)
+def test_three_crops_left_centre_right_or_top_centre_bottom(h, w, expected):
+    assert [spatial_crop_offsets(h, w, 48, i, 3) for i in range(3)] == expected
+    assert spatial_crop_offsets(h, w, 48, 0, 1) == expected[1]
+
+
+def test_eval_transform_crops_exact_positions():
+    frames = coord_frames(4, 32, 40)  # short side already 32 = crop: no resize
+    transform = EvalTransform(32, num_crops=3, **IDENTITY)
+    lefts = []
+    for i in range(3):
+        out = transform(frames, i)
+        assert out.shape == (3, 4, 32, 32)
+        lefts.append(int(out[0, 0, 0, 0]))
+        assert int(out[1, 0, 0, 0]) == 0 and int(out[2, 0, 5, 5]) == 7
+    assert lefts == [0, 4, 8]
+
+
+def test_eval_transform_resizes_short_side_to_crop():
+    frames = coord_frames(3, 64, 96)
+    out = EvalTransform(32, num_crops=1, **IDENTITY)(frames)
+    assert out.shape == (3, 3, 32, 32)
+    # Equivalent to resizing 64x96 -> 32x48 and taking the centre columns 8..39.
+    ref = F.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(32, 48), mode="bilinear"
+    )[:, :, :, 8:40].permute(1, 0, 2, 3)
+    assert (out - ref).abs().max() <= 1.0
+
+
+def test_train_transform_shape_and_scale_range():
+    frames = coord_frames(8, 64, 96)
+    transform = TrainTransform(32, scale=(32, 48), horizontal_flip=False, **IDENTITY)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = transform(frames, rng)
+        assert out.shape == (3, 8, 32, 32) and out.dtype == torch.float32
+        # Column step per output pixel = 64 / short side, i.e. in [64/48, 64/32] = [1.33, 2].
+        step = float(out[0, 0, 0, -1] - out[0, 0, 0, 0]) / 31
+        assert 1.2 <= step <= 2.1
+        assert torch.equal(out[:, 0], out[:, -1])  # identical frames stay identical
+
+
+def test_train_transform_flip():
+    frames = coord_frames(2, 32, 32)
+    rng = np.random.default_rng(1)
+    flipped = [
+        TrainTransform(32, (32, 32), True, **IDENTITY)(frames, rng)[0, 0, 0, 0] > 0
+        for _ in range(40)
+    ]
+    assert 5 < sum(flipped) < 35  # p = 0.5
+    no_flip = TrainTransform(32, (32, 32), False, **IDENTITY)
+    assert all(no_flip(frames, rng)[0, 0, 0, 0] == 0 for _ in range(20))
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError):
+        EvalTransform(32, num_crops=2)
+    with pytest.raises(ValueError):
+        EvalTransform(32)(np.zeros((2, 32, 32, 3), np.float32))
