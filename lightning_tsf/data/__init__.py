@@ -27,7 +27,24 @@ _EXPORTS = {
     "TrainTransform": "transforms",
     "make_synthetic_dataset": "synthetic",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DistributedEvalSampler",
+    "EvalTransform",
+    "TrainTransform",
+    "VideoBatch",
+    "VideoDataModule",
+    "VideoDataset",
+    "VideoDecodeError",
+    "VideoReader",
+    "VideoRecord",
+    "dense_indices",
+    "eval_summary",
+    "load_class_names",
+    "load_split",
+    "make_reader",
+    "make_synthetic_dataset",
+    "segment_indices",
+]
 
 if TYPE_CHECKING:
     from lightning_tsf.data.annotations import VideoRecord, load_class_names, load_split

@@ -16,6 +16,8 @@ is too long the last frame is repeated.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SAMPLERS = ("dense", "segment")
@@ -70,18 +72,12 @@ def segment_indices(
 
 
 def sample_indices(
-    sampler: str,
-    video_len: int,
-    num_frames: int,
-    sampling_rate: int,
-    *,
-    train: bool,
-    view: int = 0,
-    num_views: int = 1,
-    rng: np.random.Generator | None = None,
+    sampler: str, video_len: int, num_frames: int, sampling_rate: int, **kwargs: Any
 ) -> np.ndarray:
-    """Dispatch to :func:`dense_indices` or :func:`segment_indices` by name."""
-    kwargs = dict(train=train, view=view, num_views=num_views, rng=rng)
+    """Dispatch to :func:`dense_indices` or :func:`segment_indices` by name.
+
+    ``kwargs`` are their keyword arguments (``train``, ``view``, ``num_views``, ``rng``).
+    """
     if sampler == "dense":
         return dense_indices(video_len, num_frames, sampling_rate, **kwargs)
     if sampler == "segment":
