@@ -108,6 +108,7 @@ class DecordReader(VideoReader):
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
         self._vr = None
+        self._fallback: VideoReader | None = None
 
     def _open(self):
         if self._vr is None:
@@ -134,16 +135,26 @@ class DecordReader(VideoReader):
 
     def _decode(self, indices: list[int]) -> np.ndarray:
         vr = self._open()
+        if self._fallback is not None:
+            return self._fallback.get_frames(indices)
         # decord decodes each distinct index once; repeats are expanded in numpy.
         uniq, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
-        frames = vr.get_batch(uniq.tolist()).asnumpy()
+        try:
+            frames = vr.get_batch(uniq.tolist()).asnumpy()
+        except Exception as exc:
+            # decord 0.6.0 cannot copy out frames of some widths (16, 24, 48, 72, ...): its
+            # "DECORDArrayCopyFromTo: The size must exactly match" check. PyAV reads them.
+            if "CopyFromTo" not in str(exc):
+                raise
+            self._fallback = PyAVReader(self.path, self.short_side)
+            return self._fallback.get_frames(indices)
         return frames if len(uniq) == len(indices) else frames[inverse]
 
     def close(self) -> None:
-        self._vr = None
+        self._vr = self._fallback = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_vr": None}
+        return {**self.__dict__, "_vr": None, "_fallback": None}
 
 
 class PyAVReader(VideoReader):
