@@ -14,6 +14,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check-videos": ("lightning_tsf.data.cli", "check_videos_main", "list unreadable videos"),
     "prepare": ("lightning_tsf.data.cli", "prepare_main", "re-encode videos to a short side"),
     "make-synthetic": ("lightning_tsf.data.cli", "synthetic_main", "write the synthetic dataset"),
+    "predict-videos": ("lightning_tsf.viz.predict", "predict_main", "top-k classes of video files"),
+    "heatmap": ("lightning_tsf.viz.predict", "heatmap_main", "attention rollout heatmaps"),
+    "extract-features": ("lightning_tsf.viz.predict", "extract_features_main", "feature vectors"),
 }
 
 
