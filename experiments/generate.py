@@ -1,0 +1,267 @@
+"""Writes the experiment YAML files of this folder from one table, so they stay consistent.
+
+Run ``python experiments/generate.py`` after editing; the YAML files are committed and are what
+``tsf fit --config`` reads. Each file is self-contained (no includes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).parent
+IN21K = "pretrained/jx_vit_base_p16_224-80ecf9dd.pth"  # timm ViT-B/16 ImageNet-21K weights
+ATTENTION = [
+    "space_only",
+    "joint_space_time",
+    "divided_space_time",
+    "sparse_local_global",
+    "axial",
+]
+VARIANTS = {  # the paper's three models: frames, sampling rate, crop, train scale
+    "timesformer": (8, 32, 224, [256, 320]),
+    "timesformer_hr": (16, 16, 448, [448, 512]),
+    "timesformer_l": (96, 4, 224, [256, 320]),
+}
+SSV2_VARIANTS = {"timesformer": (8, 224), "timesformer_hr": (16, 448), "timesformer_l": (64, 224)}
+
+
+def trainer(name: str, epochs: int = 15, global_batch: int = 64, **extra: Any) -> dict:
+    """Real-run trainer: auto devices (DDP over GPUs), auto precision, W&B offline, checkpoints."""
+    callbacks = [
+        {
+            "class_path": "lightning_tsf.train.callbacks.AtomicModelCheckpoint",
+            "init_args": {
+                "dirpath": None,  # = <default_root_dir>/checkpoints
+                "filename": "best-epoch{epoch:02d}",
+                "auto_insert_metric_name": False,
+                "monitor": "val/acc1",
+                "mode": "max",
+                "save_top_k": 1,
+                "save_last": True,
+            },
+        },
+        {
+            "class_path": "pytorch_lightning.callbacks.LearningRateMonitor",
+            "init_args": {"logging_interval": "step"},
+        },
+        {"class_path": "lightning_tsf.train.callbacks.RNGStateCallback"},
+        {
+            "class_path": "lightning_tsf.train.callbacks.GlobalBatchSize",
+            "init_args": {"global_batch_size": global_batch},
+        },
+        {"class_path": "pytorch_lightning.callbacks.TQDMProgressBar"},
+    ]
+    return {
+        "default_root_dir": f"runs/{name}",
+        "accelerator": "auto",
+        "devices": "auto",
+        "num_nodes": 1,
+        "strategy": "auto",  # DDP (NCCL) over all visible GPUs
+        "precision": None,  # bf16-mixed on GPU, 32-true on CPU
+        "max_epochs": epochs,
+        "log_every_n_steps": 20,
+        "logger": {
+            "class_path": "pytorch_lightning.loggers.WandbLogger",
+            "init_args": {"project": "lightning_tsf", "name": name, "offline": True},
+        },
+        "callbacks": callbacks,
+        **extra,
+    }
+
+
+def net(attention: str = "divided_space_time", **sizes: Any) -> dict:
+    """The backbone; img_size, num_frames and num_classes are linked from ``data``."""
+    init = {
+        "patch_size": 16,
+        "embed_dim": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "drop_path_rate": 0.1,
+        "attention_type": attention,
+        **sizes,
+    }
+    return {"class_path": "lightning_tsf.models.TimeSformer", "init_args": init}
+
+
+def paper_model(attention: str = "divided_space_time", pretrained: str | None = IN21K) -> dict:
+    """The paper's recipe: SGD 0.005, Nesterov 0.9, wd 1e-4 on all params, ÷10 at 11 and 14."""
+    return {
+        "net": net(attention),
+        "optimizer": "sgd",
+        "lr": 0.005,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 1e-4,
+        "exclude_from_decay": False,
+        "scheduler": "step",
+        "milestones": [11, 14],
+        "gamma": 0.1,
+        "pretrained": pretrained,
+        "pretrained_kind": "timm" if pretrained else "auto",
+        "compile": False,
+    }
+
+
+def kinetics(root: str, frames: int, rate: int, crop: int, scale: list[int]) -> dict:
+    return {
+        "data_root": root,
+        "format": "kinetics",
+        "video_ext": ".mp4",
+        "sampler": "dense",
+        "num_frames": frames,
+        "sampling_rate": rate,
+        "crop_size": crop,
+        "train_scale": scale,
+        "horizontal_flip": True,
+        "num_spatial_crops": 3,
+        "num_temporal_views": 1,
+        "batch_size": 8,
+        "num_workers": 8,
+    }
+
+
+def ssv2(frames: int, crop: int) -> dict:
+    return {
+        "data_root": "data/ssv2",
+        "format": "ssv2",
+        "video_dir": "videos",
+        "video_ext": ".webm",
+        "sampler": "segment",
+        "num_frames": frames,
+        "crop_size": crop,
+        "train_scale": [256, 320] if crop == 224 else [448, 512],
+        "horizontal_flip": False,  # left/right is in the labels
+        "num_spatial_crops": 3,
+        "num_temporal_views": 1,
+        "batch_size": 8,
+        "num_workers": 8,
+    }
+
+
+def experiments() -> dict[str, tuple[str, dict]]:
+    """name -> (header comment, config)."""
+    out: dict[str, tuple[str, dict]] = {}
+    for ds, root in (("k400", "data/kinetics400"), ("k600", "data/kinetics600")):
+        for variant, (t, rate, crop, scale) in VARIANTS.items():
+            name = f"{ds}_{variant}"
+            out[name] = (
+                f"{ds.upper()} {variant}: {t} frames x rate {rate}, {crop}px, ImageNet-21K init, "
+                "the paper's SGD recipe, 3 spatial views at test.",
+                {
+                    "trainer": trainer(name),
+                    "model": paper_model(),
+                    "data": kinetics(root, t, rate, crop, scale),
+                },
+            )
+    for variant, (t, crop) in SSV2_VARIANTS.items():
+        name = f"ssv2_{variant}"
+        out[name] = (
+            f"SSv2 {variant}: {t} frames, segment sampling, no flip, {crop}px, ImageNet-21K init.",
+            {"trainer": trainer(name), "model": paper_model(), "data": ssv2(t, crop)},
+        )
+    for ds in ("k400", "ssv2"):
+        for attn in ATTENTION:
+            name = f"{ds}_attn_{attn}"
+            data = (
+                kinetics("data/kinetics400", 8, 32, 224, [256, 320])
+                if ds == "k400"
+                else ssv2(8, 224)
+            )
+            out[name] = (
+                f"Table 1 ({ds.upper()}): attention scheme {attn}, TimeSformer 8x224.",
+                {"trainer": trainer(name), "model": paper_model(attn), "data": data},
+            )
+    ft = paper_model(pretrained="pretrained/TimeSformer_divST_8x32_224_K400.pyth")
+    ft.update(pretrained_kind="official", lr=0.0005, milestones=[7, 9])
+    data = kinetics("data/my_videos", 8, 32, 224, [256, 320])
+    data.update(format="folder", video_ext=".mp4")
+    out["finetune_official_k400"] = (
+        "Fine-tune the official K400 TimeSformer checkpoint on a folder dataset "
+        "(data_root/<split>/<class>/*.mp4); its head is replaced for the new classes.",
+        {"trainer": trainer("finetune_official_k400", epochs=10), "model": ft, "data": data},
+    )
+    out["demo_synthetic"] = ("The demo (`tsf demo`): see lightning_tsf/train/demo.py.", demo())
+    out["smoke_cpu"] = ("CPU smoke test: tiny model, synthetic data, one short epoch.", smoke())
+    return out
+
+
+def small_model(attention: str, lr: float, warmup: float) -> dict:
+    """The small CPU model of the demo and the Mini Table 1 (AdamW + warm-up + cosine)."""
+    return {
+        "net": net(
+            attention,
+            patch_size=8,
+            embed_dim=96,
+            depth=3,
+            num_heads=4,
+            drop_path_rate=0.0,
+        ),
+        "optimizer": "adamw",
+        "lr": lr,
+        "momentum": 0.9,
+        "weight_decay": 0.05,
+        "exclude_from_decay": True,
+        "scheduler": "cosine",
+        "warmup_epochs": warmup,
+        "min_lr_ratio": 0.01,
+        "compile": False,
+    }
+
+
+def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
+    return {
+        "data_root": "data/synthetic",
+        "format": "kinetics",
+        "video_ext": ".mp4",
+        "sampler": "dense",
+        "num_frames": 8,
+        "sampling_rate": 2,
+        "crop_size": 32,
+        "train_scale": [32, 36],
+        "horizontal_flip": True,
+        "num_spatial_crops": 3,
+        "num_temporal_views": 1,
+        "batch_size": batch,
+        "num_workers": workers,
+        "pin_memory": False,
+    }
+
+
+def demo() -> dict:
+    t = trainer("demo", epochs=12, global_batch=16, accelerator="cpu", devices=1)
+    t["max_time"] = "00:00:04:00"
+    t["log_every_n_steps"] = 10
+    return {
+        "trainer": t,
+        "model": small_model("divided_space_time", 2e-3, 1.0),
+        "data": synthetic_data(),
+    }
+
+
+def smoke() -> dict:
+    t = trainer("smoke_cpu", epochs=1, global_batch=4, accelerator="cpu", devices=1)
+    t.update(limit_train_batches=2, limit_val_batches=2, limit_test_batches=2)
+    t["logger"] = {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": {"save_dir": ".", "name": "csv"},
+    }
+    model = small_model("divided_space_time", 1e-3, 0.0)
+    model["net"]["init_args"].update(embed_dim=32, depth=1, num_heads=2)
+    data = synthetic_data(batch=4, workers=0)
+    data.update(num_frames=4, sampling_rate=4, num_spatial_crops=1)
+    return {"trainer": t, "model": model, "data": data}
+
+
+def main() -> None:
+    for name, (comment, cfg) in experiments().items():
+        text = yaml.safe_dump({"seed_everything": 0, **cfg}, sort_keys=False, width=100)
+        run = f"tsf fit --config experiments/{name}.yaml"
+        header = f"# {comment}\n# Run: {run}  (file written by generate.py)\n"
+        (HERE / f"{name}.yaml").write_text(header + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``VideoClassifier``: the LightningModule that trains, evaluates and predicts with a TimeSformer.
+
+Training: cross-entropy (optional label smoothing, mixup/cutmix), top-1/top-5 with torchmetrics.
+Test: the paper's protocol, video-level accuracy of the softmax averaged over all views of a
+video; views are de-duplicated by ``(video_index, view_index)`` and gathered over ranks, so each
+video counts once under DDP. Predict: top-k classes with probabilities per video.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_tsf.data.dataset import eval_summary
+from lightning_tsf.models import TimeSformer, load_checkpoint
+from lightning_tsf.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class VideoClassifier(pl.LightningModule):
+    """TimeSformer (``self.net``) + loss, metrics, optimiser recipe and multi-view evaluation.
+
+    Args:
+        net: the backbone (``num_classes`` is linked from the data by the CLI).
+        optimizer, lr, momentum, nesterov, weight_decay, exclude_from_decay: see
+            :func:`~lightning_tsf.train.optim.build_optimizer` (paper: SGD 0.005, Nesterov
+            momentum 0.9, weight decay 1e-4 on all parameters).
+        scheduler, milestones, gamma, warmup_epochs, min_lr_ratio: see
+            :func:`~lightning_tsf.train.optim.build_scheduler` (paper: ÷10 at epochs 11, 14).
+        label_smoothing: cross-entropy label smoothing.
+        mixup_alpha, cutmix_alpha: Beta parameters; 0 disables; both > 0 picks one per batch.
+        top_k: classes returned per video by ``predict_step``.
+        class_names: label names (linked from the data), used in predictions.
+        pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
+            weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune).
+        compile: ``torch.compile`` the backbone's forward (state-dict keys are unchanged).
+    """
+
+    def __init__(
+        self,
+        net: TimeSformer,
+        optimizer: str = "sgd",
+        lr: float = 0.005,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 1e-4,
+        exclude_from_decay: bool = False,
+        scheduler: str = "step",
+        milestones: tuple[int, ...] = (11, 14),
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        top_k: int = 5,
+        class_names: list[str] | None = None,
+        pretrained: str | None = None,
+        pretrained_kind: str = "auto",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # from the CLI ``net`` is its config dict
+        if isinstance(self.hparams.get("net"), nn.Module):  # keep checkpoints weights_only
+            del self.hparams["net"]
+        self.net = net
+        if pretrained:
+            log.info("%s", load_checkpoint(net, pretrained, kind=pretrained_kind))
+        n = net.num_classes
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_acc{t}": MulticlassAccuracy(n, top_k=min(t, n), average="micro")
+                for stage in ("train", "val")
+                for t in (1, 5)
+            }
+        )
+        self._eval: dict[str, list] = {}
+        self._pending: dict[int, dict[str, Any]] = {}
+        self.test_results: dict[str, Any] = {}
+
+    def configure_model(self) -> None:
+        """Compile the backbone in place when asked (after DDP wrapping is decided)."""
+        if self.hparams.compile and not getattr(self.net, "_compiled_call_impl", None):
+            self.net.compile()
+
+    def forward(self, video: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` of videos ``(B, C, T, H, W)``."""
+        return self.net(video)
+
+    # ---------------------------------------------------------------- training / validation
+    def _mix(self, video: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first."""
+        hp = self.hparams
+        alphas = [a for a in (hp.mixup_alpha, hp.cutmix_alpha) if a > 0]
+        if not alphas or video.shape[0] < 2:
+            return video, label, label, 1.0
+        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or torch.rand(()) < 0.5)
+        alpha = hp.cutmix_alpha if use_cutmix else hp.mixup_alpha
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(video.shape[0], device=video.device)
+        if not use_cutmix:
+            return lam * video + (1 - lam) * video[perm], label, label[perm], lam
+        h, w = video.shape[-2:]
+        ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        y0, x0 = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        video = video.clone()
+        video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
+        return video, label, label[perm], 1 - ch * cw / (h * w)
+
+    def _update_metrics(self, stage: str, logits: Tensor, label: Tensor) -> None:
+        for name, metric in self.metrics.items():
+            if name.startswith(stage):
+                metric(logits, label)
+                self.log(
+                    f"{stage}/{name.split('_')[1]}",
+                    metric,
+                    prog_bar=name.endswith("1"),
+                    batch_size=len(label),
+                )
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries."""
+        smoothing = self.hparams.label_smoothing
+        video, y_a, y_b, lam = self._mix(batch["video"], batch["label"])
+        logits = self(video)
+        loss = lam * F.cross_entropy(logits, y_a, label_smoothing=smoothing)
+        if lam < 1:
+            loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(video))
+        self._update_metrics("train", logits.detach(), batch["label"])
+        if "retries" in batch:
+            retries = torch.as_tensor(batch["retries"], device=self.device).sum().float()
+            self.log("train/decode_retries", retries, reduce_fx="sum", on_epoch=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Clip-level loss and top-1/top-5 over the valid views."""
+        valid = torch.as_tensor(batch.get("valid", True), device=self.device).bool()
+        valid = valid.expand(batch["label"].shape[0])
+        if not valid.any():
+            return
+        logits = self(batch["video"][valid])
+        label = batch["label"][valid]
+        loss = F.cross_entropy(logits, label)
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(label))
+        self._update_metrics("val", logits, label)
+
+    # ---------------------------------------------------------------- multi-view test
+    def on_test_epoch_start(self) -> None:
+        self._eval = {"key": [], "label": [], "probs": [], "failed": []}
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        """Collect per-view softmax; views that failed to decode are only recorded by path."""
+        valid = torch.as_tensor(batch["valid"]).bool().cpu()
+        self._eval["failed"] += [p for p, ok in zip(batch["path"], valid.tolist()) if not ok]
+        if not valid.any():
+            return
+        probs = self(batch["video"][valid.to(self.device)]).float().softmax(-1).cpu()
+        key = torch.stack([batch["video_index"].cpu(), batch["view_index"].cpu()], 1)
+        self._eval["key"].append(key[valid])
+        self._eval["label"].append(batch["label"].cpu()[valid])
+        self._eval["probs"].append(probs)
+
+    def on_test_epoch_end(self) -> None:
+        """Average views per video over all ranks, log ``test/acc1``/``test/acc5`` per video."""
+        parts = {k: torch.cat(v) if k != "failed" and v else v for k, v in self._eval.items()}
+        gathered = [parts]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, parts)
+        failed = sorted({p for g in gathered for p in g["failed"]})
+        rows = [g for g in gathered if len(g["key"])]
+        key = torch.cat([g["key"] for g in rows])
+        label = torch.cat([g["label"] for g in rows])
+        probs = torch.cat([g["probs"] for g in rows])
+        key, first = _unique_rows(key)  # a view seen twice (sampler padding) counts once
+        label, probs = label[first], probs[first]
+        videos, inverse = torch.unique(key[:, 0], return_inverse=True)
+        mean = torch.zeros(len(videos), probs.shape[1]).index_add_(0, inverse, probs)
+        mean /= torch.bincount(inverse, minlength=len(videos)).unsqueeze(1)
+        video_label = torch.zeros(len(videos), dtype=torch.long).scatter_(0, inverse, label)
+        topk = mean.topk(min(5, mean.shape[1]), dim=1).indices
+        hits = topk == video_label.unsqueeze(1)
+        dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
+        total = getattr(dataset, "num_videos", len(videos) + len(failed))
+        self.test_results = {
+            "acc1": hits[:, 0].float().mean().item(),
+            "acc5": hits.any(1).float().mean().item(),
+            "videos": len(videos),
+            "total_videos": total,
+            "failed": failed,
+            "summary": eval_summary(total, failed),
+        }
+        for name in ("acc1", "acc5", "videos"):
+            self.log(f"test/{name}", float(self.test_results[name]), rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            log.warning("test: %s", self.test_results["summary"])
+            if len(videos) + len(failed) != total:
+                log.warning("test saw %d of %d videos", len(videos) + len(failed), total)
+
+    # ---------------------------------------------------------------- predict
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
+        """Per-video top-k classes and probabilities, emitted when all views of a video are in.
+
+        Views of a video arrive consecutively (the eval sampler keeps them on one rank).
+        """
+        dataset = getattr(self.trainer.predict_dataloaders, "dataset", None)
+        num_views = getattr(dataset, "num_views", 1)
+        probs = self(batch["video"]).float().softmax(-1).cpu()
+        valid = torch.as_tensor(batch.get("valid", True)).bool().expand(len(probs)).tolist()
+        done = []
+        for i, vid in enumerate(batch["video_index"].tolist()):
+            entry = self._pending.setdefault(vid, {"sum": 0, "n": 0, "seen": 0})
+            entry["path"] = batch["path"][i]
+            entry["seen"] += 1
+            if valid[i]:
+                entry["sum"] = entry["sum"] + probs[i]
+                entry["n"] += 1
+            if entry["seen"] == num_views:
+                done.append(self._prediction(vid, self._pending.pop(vid)))
+        return done
+
+    def _prediction(self, video_index: int, entry: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"video_index": video_index, "path": entry["path"]}
+        if not entry["n"]:
+            return {**out, "error": "unreadable video"}
+        mean = entry["sum"] / entry["n"]
+        p, idx = mean.topk(min(self.hparams.top_k, len(mean)))
+        names = self.hparams.class_names
+        out["classes"] = [names[i] if names else i for i in idx.tolist()]
+        out["probs"] = [round(float(x), 6) for x in p]
+        return out
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimizer with parameter groups and the learning-rate schedule (see ``optim``)."""
+        hp = self.hparams
+        optimizer = build_optimizer(
+            self.net,
+            hp.optimizer,
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+            exclude_from_decay=hp.exclude_from_decay,
+        )
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs not in (None, -1) else 1
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
+        scheduler = build_scheduler(
+            optimizer,
+            hp.scheduler,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            milestones=hp.milestones,
+            gamma=hp.gamma,
+            warmup_epochs=hp.warmup_epochs,
+            min_lr_ratio=hp.min_lr_ratio,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def _unique_rows(key: Tensor) -> tuple[Tensor, Tensor]:
+    """Unique rows of an integer ``(N, 2)`` tensor and the index of each one's first occurrence."""
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    order = torch.arange(len(key))
+    first = torch.full((len(uniq),), len(key), dtype=torch.long).scatter_reduce_(
+        0, inverse, order, reduce="amin"
+    )
+    return uniq, first

@@ -1,0 +1,1 @@
+"""Training side: LightningCLI entry point, callbacks, optimisation recipes, demo, ablation."""

@@ -1,0 +1,142 @@
+"""``tsf fit|validate|test|predict --config experiments/<file>.yaml``: LightningCLI for TimeSformer.
+
+On top of LightningCLI:
+
+* ``data.num_classes``/``data.class_names`` are linked into the model; ``data.num_frames`` and
+  ``data.crop_size`` into the backbone's ``num_frames``/``img_size``.
+* Fail fast: unknown keys and wrong types are jsonargparse errors naming the key; a missing data
+  path, ``model.pretrained`` or ``--ckpt_path`` file is reported before any model is built.
+* One run folder, ``trainer.default_root_dir``: checkpoints (``<root>/checkpoints`` when the
+  checkpoint callback has no ``dirpath``), logger files (when a logger's ``save_dir`` is ``.``)
+  and the resolved ``config.yaml``; the config is also sent to the logger (W&B).
+* ``trainer.precision: null`` picks ``bf16-mixed`` on GPUs that support it (``16-mixed`` on
+  others) and ``32-true`` on CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+
+from lightning_tsf.data.datamodule import VideoDataModule
+from lightning_tsf.models import CheckpointError
+from lightning_tsf.module import VideoClassifier
+
+SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
+
+
+class ConfigError(Exception):
+    """A configuration problem found before training: printed as ``tsf: error: ...``."""
+
+
+class LoggedSaveConfigCallback(SaveConfigCallback):
+    """Saves ``config.yaml`` in the run folder and records the resolved config in the loggers."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        config = self.config.as_dict()
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+def resolve_precision(trainer_cfg: Any) -> str:
+    """``bf16-mixed``/``16-mixed`` when training on CUDA, else ``32-true``."""
+    accelerator = str(trainer_cfg.get("accelerator") or "auto")
+    if accelerator in {"auto", "gpu", "cuda"} and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _init_args(items: Any) -> list[Any]:
+    if items is None or isinstance(items, bool):
+        return []
+    items = items if isinstance(items, list) else [items]
+    return [(str(c.get("class_path", "")), c.get("init_args")) for c in items if c is not None]
+
+
+class TSFCLI(LightningCLI):
+    """LightningCLI with the links, checks and run-folder defaults described in the module doc."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            VideoClassifier,
+            VideoDataModule,
+            save_config_callback=LoggedSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False},
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.link_arguments("data.num_frames", "model.net.init_args.num_frames")
+        parser.link_arguments("data.crop_size", "model.net.init_args.img_size")
+        parser.link_arguments(
+            "data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        self.check_paths(cfg)
+        trainer = cfg.trainer
+        if trainer.get("precision") is None:
+            trainer.precision = resolve_precision(trainer)
+        root = trainer.get("default_root_dir")
+        if not root:
+            return
+        for class_path, init in _init_args(trainer.get("callbacks")):
+            if class_path.endswith("ModelCheckpoint") and init.get("dirpath") is None:
+                init.dirpath = str(Path(root) / "checkpoints")
+        for _, init in _init_args(trainer.get("logger")):
+            if init is not None and str(init.get("save_dir", "")) == ".":
+                init.save_dir = str(root)
+
+    @staticmethod
+    def check_paths(cfg: Any) -> None:
+        """Files named in the config that must exist before anything is built."""
+        data_root = cfg.data.get("data_root")
+        if data_root and not Path(data_root).exists():
+            raise ConfigError(f"data.data_root: path does not exist: {data_root}")
+        pretrained = cfg.model.get("pretrained")
+        if pretrained and not Path(pretrained).is_file():
+            raise ConfigError(f"model.pretrained: file does not exist: {pretrained}")
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and str(ckpt) not in SPECIAL_CKPT and not Path(ckpt).is_file():
+            raise ConfigError(f"ckpt_path: file does not exist: {ckpt}")
+
+    def instantiate_classes(self) -> None:
+        """Build data first (the links need ``num_classes``), then model and trainer; a bad
+        path or value becomes a one-line :class:`ConfigError`."""
+        try:
+            super().instantiate_classes()
+        except (FileNotFoundError, CheckpointError) as err:
+            raise ConfigError(str(err)) from err
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Run ``TSFCLI`` on ``argv`` (``[subcommand, ...]``); config errors exit 2 with a message."""
+    try:
+        TSFCLI(args=argv)
+    except ConfigError as err:
+        print(f"tsf: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _subcommand(name: str) -> Any:
+    def main(argv: list[str]) -> int:
+        return cli_main([name, *argv])
+
+    main.__doc__ = f"``tsf {name} ...``"
+    return main
+
+
+fit_main = _subcommand("fit")
+validate_main = _subcommand("validate")
+test_main = _subcommand("test")
+predict_main = _subcommand("predict")
