@@ -1,0 +1,251 @@
+"""Dashboard callbacks: rollout heatmaps, t-SNE, confusion matrix and a prediction table.
+
+Plain ``pytorch_lightning.Callback``s that use only ``pl_module.net`` (a TimeSformer) and the
+validation batches/dataset, so they work with any module holding the backbone at ``net``. At
+the end of a validation epoch (never during the sanity check) each logs to W&B when a
+``WandbLogger`` is attached (images under ``files/media/images`` of the run), and otherwise
+writes files under ``<log_dir>/viz/epoch_NNN/``. Add or drop each one in the YAML
+(``trainer.callbacks``); ``every_n_epochs`` thins them out.
+
+The t-SNE, confusion and table callbacks share one extra forward pass per validation batch
+(``forward_features`` + head, cached per batch), whichever of them are enabled.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+
+from lightning_tsf.viz.features import VideoOutputs, plot_confusion, plot_tsne, tsne_embed
+from lightning_tsf.viz.heatmap import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    denormalise,
+    render_heatmaps,
+    save_png,
+)
+
+
+def _wandb(trainer: pl.Trainer) -> WandbLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _out_dir(trainer: pl.Trainer) -> Path:
+    base = trainer.log_dir or trainer.default_root_dir
+    return Path(base) / "viz" / f"epoch_{trainer.current_epoch:03d}"
+
+
+def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str] | None:
+    names = getattr(pl_module, "hparams", {}).get("class_names")
+    return names or getattr(trainer.datamodule, "class_names", None)
+
+
+def _val_dataset(trainer: pl.Trainer):
+    loaders = trainer.val_dataloaders
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    return getattr(loader, "dataset", None)
+
+
+def _dataset_items(dataset, indices: list[int]) -> list[dict]:
+    """Items of a dataset without disturbing the global RNG (datasets draw seeds from torch)."""
+    with torch.random.fork_rng(devices=[]):
+        return [dataset[i] for i in indices]
+
+
+def _norm_stats(trainer: pl.Trainer) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    hp = getattr(trainer.datamodule, "hparams", {}) or {}
+    return tuple(hp.get("mean", DEFAULT_MEAN)), tuple(hp.get("std", DEFAULT_STD))
+
+
+class _VizCallback(pl.Callback):
+    """Epoch gating and output for the dashboard callbacks."""
+
+    uses_outputs = False  # needs the shared per-batch features/logits
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = max(1, every_n_epochs)
+
+    def active(self, trainer: pl.Trainer) -> bool:
+        """True on validation epochs that should be logged (not the sanity check)."""
+        return (
+            not trainer.sanity_checking
+            and trainer.is_global_zero
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def log_image(self, trainer: pl.Trainer, key: str, image: np.ndarray, caption: str) -> None:
+        """``wandb.Image`` under ``key`` with W&B, else ``<out_dir>/<key>.png``."""
+        logger = _wandb(trainer)
+        if logger is not None:
+            logger.log_image(key=key, images=[image], caption=[caption], step=trainer.global_step)
+        else:
+            save_png(image, _out_dir(trainer) / f"{key.replace('/', '_')}.png")
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if self.uses_outputs and self.active(trainer):
+            _shared_outputs(trainer, batch, batch_idx, dataloader_idx, pl_module)
+
+    def outputs(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        """This epoch's per-video outputs, or None if no batch was collected."""
+        store = getattr(trainer, "_tsf_viz_outputs", None)
+        if store is None or store[0] != _epoch_key(trainer) or not store[2].features:
+            return None
+        return store[2].videos()
+
+
+def _epoch_key(trainer: pl.Trainer) -> tuple[int, int]:
+    return trainer.current_epoch, trainer.global_step
+
+
+def _shared_outputs(trainer, batch, batch_idx, dataloader_idx, pl_module) -> None:
+    """Run the net once per validation batch for all callbacks that need outputs."""
+    store = getattr(trainer, "_tsf_viz_outputs", None)
+    if store is None or store[0] != _epoch_key(trainer):
+        store = (_epoch_key(trainer), set(), VideoOutputs())
+        trainer._tsf_viz_outputs = store
+    if (dataloader_idx, batch_idx) not in store[1]:
+        store[1].add((dataloader_idx, batch_idx))
+        store[2].add(pl_module.net, batch)
+
+
+class AttentionHeatmapCallback(_VizCallback):
+    """Rollout heatmap grid of the first ``num_videos`` validation videos (first view each;
+    the same videos every epoch), logged as ``viz/heatmaps``."""
+
+    def __init__(self, num_videos: int = 4, every_n_epochs: int = 1) -> None:
+        super().__init__(every_n_epochs)
+        self.num_videos = num_videos
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dataset = _val_dataset(trainer)
+        if not self.active(trainer) or dataset is None:
+            return
+        views = getattr(dataset, "num_views", 1)
+        count = min(self.num_videos, len(dataset) // views)
+        items = _dataset_items(dataset, [i * views for i in range(count)])
+        items = [it for it in items if bool(it.get("valid", True))]
+        if not items:
+            return
+        video = torch.stack([torch.as_tensor(it["video"]) for it in items]).to(pl_module.device)
+        mean, std = _norm_stats(trainer)
+        image, _ = render_heatmaps(pl_module.net, video, mean=mean, std=std)
+        caption = " | ".join(Path(str(it.get("path", ""))).name for it in items)
+        self.log_image(trainer, "viz/heatmaps", image, caption)
+
+
+class TSNECallback(_VizCallback):
+    """t-SNE of the per-video validation features, coloured by class: ``viz/tsne``."""
+
+    uses_outputs = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        out = self.outputs(trainer) if self.active(trainer) else None
+        if out is None or len(out["labels"]) < 3:
+            return
+        emb = tsne_embed(out["features"])
+        title = f"t-SNE of {len(emb)} validation videos, epoch {trainer.current_epoch}"
+        image = plot_tsne(emb, out["labels"], _class_names(trainer, pl_module), title=title)
+        self.log_image(trainer, "viz/tsne", image, title)
+
+
+class ConfusionMatrixCallback(_VizCallback):
+    """Video-level confusion matrix (views' softmax averaged): ``viz/confusion_matrix``."""
+
+    uses_outputs = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        out = self.outputs(trainer) if self.active(trainer) else None
+        if out is None:
+            return
+        names = _class_names(trainer, pl_module)
+        k = out["probs"].shape[1]
+        _, image = plot_confusion(out["labels"], out["probs"].argmax(1), names, num_classes=k)
+        self.log_image(trainer, "viz/confusion_matrix", image, f"epoch {trainer.current_epoch}")
+
+
+class PredictionTableCallback(_VizCallback):
+    """Table of ``num_videos`` validation videos: the clip (``wandb.Video``), true class,
+    top-5 predictions with probabilities. Without W&B: ``predictions.csv``."""
+
+    uses_outputs = True
+
+    def __init__(self, num_videos: int = 8, every_n_epochs: int = 1, fps: int = 4) -> None:
+        super().__init__(every_n_epochs)
+        self.num_videos = num_videos
+        self.fps = fps
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        out = self.outputs(trainer) if self.active(trainer) else None
+        if out is None:
+            return
+        names = _class_names(trainer, pl_module)
+
+        def name(i: int) -> str:
+            return names[i] if names and 0 <= i < len(names) else str(i)
+
+        rows = []
+        for i in range(min(self.num_videos, len(out["labels"]))):
+            probs = out["probs"][i]
+            top = np.argsort(-probs)[:5]
+            rows.append({
+                "video_index": int(out["video_index"][i]),
+                "path": out["paths"][i],
+                "label": name(int(out["labels"][i])),
+                "prediction": name(int(top[0])),
+                "probability": round(float(probs[top[0]]), 4),
+                "top5": ", ".join(f"{name(int(j))} {probs[j]:.2f}" for j in top),
+            })  # fmt: skip
+        logger = _wandb(trainer)
+        if logger is None:
+            path = _out_dir(trainer) / "predictions.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            return
+        self._log_wandb(trainer, logger, rows)
+
+    def _log_wandb(self, trainer: pl.Trainer, logger: WandbLogger, rows: list[dict]) -> None:
+        import wandb
+
+        from lightning_tsf.data.encode import write_video
+
+        dataset = _val_dataset(trainer)
+        views = getattr(dataset, "num_views", 1)
+        mean, std = _norm_stats(trainer)
+        columns = ["video", *rows[0]]
+        data = []
+        clips = [None] * len(rows)
+        if dataset is not None:
+            clips = [
+                it["video"]
+                for it in _dataset_items(dataset, [r["video_index"] * views for r in rows])
+            ]
+        with tempfile.TemporaryDirectory() as tmp:
+            for r, clip in zip(rows, clips):
+                video = None
+                if clip is not None:
+                    frames = denormalise(torch.as_tensor(clip), mean, std)
+                    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p: even
+                    path = Path(tmp) / f"{r['video_index']}.mp4"
+                    write_video(path, frames[:, :h, :w], self.fps, lossless=False)
+                    caption = f"{r['label']} -> {r['prediction']} ({r['probability']:.2f})"
+                    video = wandb.Video(str(path), caption=caption, format="mp4")
+                data.append([video, *r.values()])
+            # The table (a run artifact) holds the clips; they are also logged as a media list
+            # so the clips show in the run's media panel and files.
+            logger.experiment.log({
+                "viz/predictions": wandb.Table(columns=columns, data=data),
+                "viz/prediction_clips": [row[0] for row in data if row[0] is not None],
+                "trainer/global_step": trainer.global_step,
+            })  # fmt: skip
