@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "heatmap": ("lightning_tsf.viz.predict", "heatmap_main", "attention rollout heatmaps"),
     "extract-features": ("lightning_tsf.viz.predict", "extract_features_main", "feature vectors"),
     "tsne": ("lightning_tsf.viz.features", "tsne_main", "t-SNE plot of extracted features"),
+    "scaling": ("lightning_tsf.viz.scaling", "main", "GMACs and memory vs frames/resolution"),
 }
 
 
