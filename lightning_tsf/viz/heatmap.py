@@ -2,7 +2,7 @@
 
 Layout of a grid: one row pair per clip, frames left to right; the upper row is the frames, the
 lower row the same frames with the heatmap (``jet`` colour map: blue = little influence, red =
-most) blended in. Each clip's map is scaled by its own maximum over all frames, so frames can be
+most) blended in. Each clip's map is min-max scaled over all its frames, so frames can be
 compared with each other. The PNG is composed pixel for pixel (no matplotlib figure), so its size
 is exactly ``(2·H·clips, W·T)`` plus nothing.
 """
@@ -33,9 +33,13 @@ def denormalise(
 
 
 def upsample_maps(maps: Tensor, height: int, width: int) -> np.ndarray:
-    """``(T, h, w)`` patch maps -> ``(T, height, width)`` in [0, 1], scaled by the clip max."""
+    """``(T, h, w)`` patch maps -> ``(T, height, width)`` in [0, 1], min-max scaled over the clip.
+
+    Rollout maps sit on a large near-uniform baseline (identity + diffuse attention), so the
+    clip's minimum is subtracted before scaling: the colours show where influence differs.
+    """
     m = maps.detach().float().cpu()
-    m = m / m.max().clamp_min(1e-12)
+    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
     up = F.interpolate(m[:, None], size=(height, width), mode="bilinear", align_corners=False)
     return up[:, 0].clamp(0, 1).numpy()
 
