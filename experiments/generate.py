@@ -52,7 +52,6 @@ def trainer(name: str, epochs: int = 15, global_batch: int = 64, **extra: Any) -
             "class_path": "lightning_tsf.train.callbacks.GlobalBatchSize",
             "init_args": {"global_batch_size": global_batch},
         },
-        {"class_path": "pytorch_lightning.callbacks.TQDMProgressBar"},
     ]
     return {
         "default_root_dir": f"runs/{name}",
@@ -67,7 +66,7 @@ def trainer(name: str, epochs: int = 15, global_batch: int = 64, **extra: Any) -
             "class_path": "pytorch_lightning.loggers.WandbLogger",
             "init_args": {"project": "lightning_tsf", "name": name, "offline": True},
         },
-        "callbacks": callbacks,
+        "callbacks": callbacks,  # + Lightning's default progress bar
         **extra,
     }
 
@@ -221,7 +220,7 @@ def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
         "sampling_rate": 2,
         "crop_size": 32,
         "train_scale": [32, 36],
-        "horizontal_flip": True,
+        "horizontal_flip": False,  # a flip turns clockwise into counter-clockwise
         "num_spatial_crops": 3,
         "num_temporal_views": 1,
         "batch_size": batch,

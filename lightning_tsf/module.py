@@ -225,6 +225,9 @@ class VideoClassifier(pl.LightningModule):
                 entry["n"] += 1
             if entry["seen"] == num_views:
                 done.append(self._prediction(vid, self._pending.pop(vid)))
+        batches = self.trainer.num_predict_batches
+        if batches and batch_idx + 1 == batches[0]:  # a video split over two ranks: partial
+            done += [self._prediction(v, self._pending.pop(v)) for v in list(self._pending)]
         return done
 
     def _prediction(self, video_index: int, entry: dict[str, Any]) -> dict[str, Any]:

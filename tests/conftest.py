@@ -113,3 +113,45 @@ def ssv2_root(tmp_path: Path, make_video) -> Path:
         for i in ids:
             make_video(f"{i}.webm", num_frames=24)
     return tmp_path
+
+
+# ---------------------------------------------------------------- training tests (train agent)
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset (4 classes, 16/8/7 videos of 16 frames at 32 px) for training
+    tests; 7 test videos so that two DDP ranks split a video's views."""
+    from lightning_tsf.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("tiny_synthetic")
+    return make_synthetic_dataset(root, num_train=16, num_val=8, num_test=7, size=32, num_workers=1)
+
+
+@pytest.fixture
+def tiny_overrides(tiny_synthetic: Path) -> Callable[[Path], list[str]]:
+    """``f(run_dir)``: LightningCLI overrides that shrink any experiment file to a CPU-sized
+    model on :func:`tiny_synthetic` with its run folder in ``run_dir``."""
+    return lambda run_dir: _tiny_overrides(tiny_synthetic, run_dir)
+
+
+def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
+    net = "--model.net.init_args."
+    return [
+        f"--data.data_root={root}",
+        "--data.format=kinetics",
+        "--data.video_dir=",
+        "--data.num_frames=4",
+        "--data.sampling_rate=4",
+        "--data.crop_size=32",
+        "--data.train_scale=[32, 36]",
+        "--data.batch_size=2",
+        "--data.num_workers=0",
+        "--data.pin_memory=false",
+        f"{net}patch_size=8",
+        f"{net}embed_dim=16",
+        f"{net}depth=1",
+        f"{net}num_heads=2",
+        "--model.pretrained=null",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        f"--trainer.default_root_dir={run_dir}",
+    ]

@@ -22,7 +22,24 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     Lightning's own save goes through an fsspec transaction whose temporary file lives in the
     system temp dir, so the final move can be a copy across file systems; a kill during it
     leaves a truncated ``last.ckpt``. A same-directory rename is atomic on POSIX.
+
+    Lightning 2.6 also writes ``last.ckpt`` only when a top-k checkpoint was written at that
+    step; a resumable run needs it after every epoch, so it is written then in any case.
     """
+
+    def _save_last_always(self, trainer: pl.Trainer, at_train_epoch_end: bool) -> None:
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_always(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_always(trainer, at_train_epoch_end=False)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         path = Path(filepath)
@@ -39,19 +56,23 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
 
 class RNGStateCallback(Callback):
-    """Saves the python/numpy/torch(/cuda) RNG states in checkpoints and restores them at the
-    first training epoch start after a resume, so a resumed run draws the same random numbers
-    (shuffling, augmentation, dropout) as an uninterrupted one."""
+    """Saves the python/numpy/torch(/cuda) RNG states in checkpoints and restores them on
+    resume, so a resumed run draws the same random numbers (shuffling, augmentation, mixup,
+    dropout) as an uninterrupted one.
 
-    def __init__(self) -> None:
-        self._loaded: dict[str, Any] | None = None
+    The states are taken when the checkpoint is written (end of an epoch, after validation) and
+    set back while the trainer restores the checkpoint, after which nothing random happens
+    before the next epoch's first batch (Lightning skips the sanity check when restarting).
+    """
 
     def state_dict(self) -> dict[str, Any]:
+        version, py_state, gauss = random.getstate()
+        _, np_state, np_pos, _, _ = np.random.get_state()
         state = {
-            "python": list(random.getstate()[1]),
-            "python_pos": random.getstate()[2],
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-            "numpy_pos": int(np.random.get_state()[2]),
+            "python": list(py_state),
+            "python_version": version,
+            "numpy": torch.from_numpy(np_state.astype(np.int64)),
+            "numpy_pos": int(np_pos),
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -59,16 +80,10 @@ class RNGStateCallback(Callback):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loaded = state_dict
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._loaded = self._loaded, None
-        if state is None:
-            return
-        random.setstate((3, tuple(state["python"]), state["python_pos"]))
-        np.random.set_state(
-            ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
-        )
+        state = state_dict
+        random.setstate((state["python_version"], tuple(state["python"]), None))
+        np_state = state["numpy"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", np_state, state["numpy_pos"], 0, 0.0))
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])

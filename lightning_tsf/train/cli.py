@@ -120,12 +120,26 @@ class TSFCLI(LightningCLI):
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Run ``TSFCLI`` on ``argv`` (``[subcommand, ...]``); config errors exit 2 with a message."""
+    cli, saved_argv = None, sys.argv
+    sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
     try:
-        TSFCLI(args=argv)
+        cli = TSFCLI()
     except ConfigError as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        sys.argv = saved_argv
+        if cli is not None:
+            finish_wandb(cli.trainer)
     return 0
+
+
+def finish_wandb(trainer: Any) -> None:
+    """Close the trainer's W&B run so an in-process caller finds its files complete."""
+    for logger in trainer.loggers:
+        run = getattr(logger, "_experiment", None)
+        if run is not None and hasattr(run, "finish"):
+            run.finish()
 
 
 def _subcommand(name: str) -> Any:

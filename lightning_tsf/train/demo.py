@@ -25,7 +25,7 @@ def run_experiment(
     Returns the test results of :class:`~lightning_tsf.module.VideoClassifier` plus
     ``fit_seconds``, ``checkpoint``, ``config`` and ``wandb_dir``.
     """
-    from lightning_tsf.train.cli import TSFCLI
+    from lightning_tsf.train.cli import TSFCLI, finish_wandb
 
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
@@ -36,6 +36,7 @@ def run_experiment(
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     logger = cli.trainer.logger
     wandb_dir = getattr(getattr(logger, "experiment", None), "dir", None)
+    finish_wandb(cli.trainer)
     ckpt = cli.trainer.checkpoint_callback
     return {
         **cli.model.test_results,

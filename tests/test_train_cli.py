@@ -1,0 +1,187 @@
+"""LightningCLI: every experiment file runs ``fast_dev_run``; config errors fail fast with a
+message naming the key or path; checkpoints load with ``weights_only``; W&B offline logs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_tsf.models import TimeSformer, load_checkpoint
+from lightning_tsf.train.cli import TSFCLI, cli_main
+
+EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
+SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
+DEMO = Path(__file__).parents[1] / "experiments" / "demo_synthetic.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["tsf"])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_all_paper_configurations_present() -> None:
+    names = {p.stem for p in EXPERIMENTS}
+    for ds in ("k400", "k600", "ssv2"):
+        assert {f"{ds}_timesformer", f"{ds}_timesformer_hr", f"{ds}_timesformer_l"} <= names
+    for ds in ("k400", "ssv2"):
+        for attn in ("space_only", "joint_space_time", "divided_space_time", "axial"):
+            assert f"{ds}_attn_{attn}" in names
+        assert f"{ds}_attn_sparse_local_global" in names
+    assert {"finetune_official_k400", "demo_synthetic", "smoke_cpu"} <= names
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_fast_dev_run(
+    config: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path
+) -> None:
+    args = ["--config", str(config), *tiny_overrides(tmp_path), "--trainer.fast_dev_run=true"]
+    cli = TSFCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.state.finished
+    assert cli.model.net.num_classes == cli.datamodule.num_classes == 4
+    assert cli.model.hparams.class_names == cli.datamodule.class_names
+
+
+def _error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    start = time.perf_counter()
+    try:
+        rc = cli_main(args)
+    except SystemExit as exit_:  # jsonargparse errors
+        rc = exit_.code
+    assert rc == 2
+    assert time.perf_counter() - start < 20
+    return capsys.readouterr().err
+
+
+def test_unknown_key_named(capsys: pytest.CaptureFixture, tiny_synthetic: Path) -> None:
+    err = _error(capsys, ["fit", "--config", str(SMOKE), "--model.lrr=0.1"])
+    assert "lrr" in err
+
+
+def test_unknown_key_in_yaml_named(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("  lr: 0.001", "  lr: 0.001\n  learning_rat: 3"))
+    err = _error(capsys, ["fit", "--config", str(bad)])
+    assert "learning_rat" in err
+
+
+def test_wrong_type_named(capsys: pytest.CaptureFixture) -> None:
+    err = _error(capsys, ["fit", "--config", str(SMOKE), "--data.batch_size=many"])
+    assert "batch_size" in err
+
+
+def test_missing_data_root_named(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    err = _error(capsys, ["fit", "--config", str(SMOKE), f"--data.data_root={missing}"])
+    assert "data.data_root" in err and str(missing) in err
+
+
+def test_missing_annotation_file_named(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    err = _error(capsys, ["fit", "--config", str(SMOKE), f"--data.data_root={tmp_path}"])
+    assert str(tmp_path / "train.csv") in err
+
+
+def test_missing_pretrained_and_ckpt_named(
+    capsys: pytest.CaptureFixture, tiny_synthetic: Path, tmp_path: Path
+) -> None:
+    base = ["fit", "--config", str(SMOKE), f"--data.data_root={tiny_synthetic}"]
+    err = _error(capsys, [*base, f"--model.pretrained={tmp_path / 'vit.pth'}"])
+    assert "model.pretrained" in err and "vit.pth" in err
+    err = _error(capsys, [*base, f"--ckpt_path={tmp_path / 'x.ckpt'}"])
+    assert "ckpt_path" in err and "x.ckpt" in err
+
+
+def test_print_config_links_classes(
+    capsys: pytest.CaptureFixture, tiny_synthetic: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(
+            ["fit", "--config", str(SMOKE), f"--data.data_root={tiny_synthetic}", "--print_config"]
+        )
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "attention_type: divided_space_time" in out and "num_frames: 4" in out
+
+
+def test_pretrained_timm_file_loads(
+    tiny_overrides: Callable[[Path], list[str]], tmp_path: Path
+) -> None:
+    """ImageNet init: a timm-format ViT state dict (no temporal parts) initialises the backbone."""
+    vit = TimeSformer(
+        img_size=32,
+        patch_size=8,
+        num_frames=4,
+        num_classes=10,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        attention_type="space_only",
+    )
+    state = {k: v for k, v in vit.state_dict().items()}
+    path = tmp_path / "vit.pth"
+    torch.save(state, path)
+    args = [
+        "--config",
+        str(SMOKE),
+        *tiny_overrides(tmp_path),
+        f"--model.pretrained={path}",
+        "--model.pretrained_kind=timm",
+    ]
+    cli = TSFCLI(args=args, run=False)
+    assert torch.equal(cli.model.net.patch_embed.proj.weight, vit.patch_embed.proj.weight)
+
+
+def test_fit_test_predict_wandb_offline(
+    tiny_overrides: Callable[[Path], list[str]], tmp_path: Path
+) -> None:
+    """The demo config end to end on tiny data: W&B offline run with metrics, config saved,
+    ``last.ckpt`` loadable with ``weights_only`` and by ``load_checkpoint``, predictions."""
+    run = tmp_path / "run"
+    args = [
+        "--config",
+        str(DEMO),
+        *tiny_overrides(run),
+        "--trainer.max_epochs=2",
+        "--data.num_spatial_crops=3",
+        "--trainer.log_every_n_steps=1",
+    ]
+    assert cli_main(["fit", *args]) == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 1 and "RNGStateCallback" in state["callbacks"]
+    assert state["hyper_parameters"]["net"]["init_args"]["num_classes"] == 4
+    assert len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert not list((run / "checkpoints").glob(".*tmp"))
+    net = TimeSformer(
+        img_size=32, patch_size=8, num_frames=4, num_classes=4, embed_dim=16, depth=1, num_heads=2
+    )
+    load_checkpoint(net, ckpt)
+    assert torch.equal(net.head.weight, state["state_dict"]["net.head.weight"])
+    assert "num_frames: 4" in (run / "config.yaml").read_text()
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    (log,) = runs[0].glob("run-*.wandb")
+    data = log.read_bytes()
+    for key in (b"val/acc1", b"train/loss", b"lr-AdamW", b"num_frames"):
+        assert key in data, key
+    assert cli_main(["test", *args, f"--ckpt_path={ckpt}"]) == 0
+    out = tmp_path / "pred.jsonl"
+    predict = [
+        "predict",
+        *args,
+        f"--ckpt_path={ckpt}",
+        "--trainer.callbacks+=lightning_tsf.train.callbacks.PredictionWriter",
+        f"--trainer.callbacks.output={out}",
+    ]
+    assert cli_main(predict) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 7
+    assert os.path.getsize(out) > 0 and "orbit_" in lines[0]
