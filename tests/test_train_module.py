@@ -1,0 +1,52 @@
+"""VideoClassifier pieces without a Trainer: recipes, parameter groups, view de-duplication."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_tsf.models import create_model
+from lightning_tsf.module import VideoClassifier, _unique_rows
+from lightning_tsf.train.optim import LRSchedule, build_optimizer, param_groups
+
+
+def test_paper_step_schedule() -> None:
+    """lr ÷10 at (0-indexed) epochs 11 and 14 of 15, as the official STEPS [0, 11, 14]."""
+    sched = LRSchedule("step", steps_per_epoch=10, epochs=15, milestones=(11, 14), gamma=0.1)
+    lrs = [sched(epoch * 10) for epoch in range(15)]
+    assert lrs[:11] == [1.0] * 11
+    assert lrs[11:14] == pytest.approx([0.1] * 3)
+    assert lrs[14] == pytest.approx(0.01)
+
+
+def test_warmup_cosine_schedule() -> None:
+    sched = LRSchedule("cosine", steps_per_epoch=10, epochs=10, warmup_epochs=1, min_lr_ratio=0)
+    assert sched(0) == pytest.approx(0.1) and sched(9) == pytest.approx(1.0)
+    assert sched(10) == pytest.approx(1.0) and sched(55) == pytest.approx(0.5)
+    assert sched(99) < 0.01
+
+
+def test_sgd_recipe_and_decay_groups() -> None:
+    net = create_model("timesformer_tiny", num_classes=4)
+    opt = build_optimizer(net, "sgd", lr=0.005, weight_decay=1e-4)
+    (group,) = opt.param_groups  # official: decay on all parameters
+    assert group["nesterov"] and group["momentum"] == 0.9 and group["weight_decay"] == 1e-4
+    decay, no_decay = param_groups(net, 1e-4, exclude_from_decay=True)
+    names = {id(p): n for n, p in net.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "pos_embed", "time_embed", "norm.weight", "head.bias"} <= skipped
+    assert all(p.ndim >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_unique_views_keep_first() -> None:
+    key = torch.tensor([[0, 0], [0, 1], [1, 0], [0, 0], [1, 0]])
+    uniq, first = _unique_rows(key)
+    assert uniq.tolist() == [[0, 0], [0, 1], [1, 0]] and first.tolist() == [0, 1, 2]
+
+
+def test_checkpoint_hparams_are_plain() -> None:
+    model = VideoClassifier(create_model("timesformer_tiny", num_classes=4), mixup_alpha=0.2)
+    assert "net" not in model.hparams
+    video = torch.randn(4, 3, 4, 32, 32)
+    mixed, y_a, y_b, lam = model._mix(video, torch.arange(4))
+    assert mixed.shape == video.shape and 0 <= lam <= 1
