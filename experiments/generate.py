@@ -198,6 +198,7 @@ def small_model(attention: str, lr: float, warmup: float) -> dict:
             num_heads=4,
             drop_path_rate=0.0,
         ),
+        "embed_init_std": 1.0,
         "optimizer": "adamw",
         "lr": lr,
         "momentum": 0.9,
@@ -230,12 +231,12 @@ def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
 
 
 def demo() -> dict:
-    t = trainer("demo", epochs=12, global_batch=16, accelerator="cpu", devices=1)
+    t = trainer("demo", epochs=40, global_batch=16, accelerator="cpu", devices=1)
     t["max_time"] = "00:00:04:00"
     t["log_every_n_steps"] = 10
     return {
         "trainer": t,
-        "model": small_model("divided_space_time", 2e-3, 1.0),
+        "model": small_model("divided_space_time", 3e-3, 0.5),
         "data": synthetic_data(),
     }
 

@@ -19,6 +19,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "extract-features": ("lightning_tsf.viz.predict", "extract_features_main", "feature vectors"),
     "tsne": ("lightning_tsf.viz.features", "tsne_main", "t-SNE plot of extracted features"),
     "scaling": ("lightning_tsf.viz.scaling", "main", "GMACs and memory vs frames/resolution"),
+    "fit": ("lightning_tsf.train.cli", "fit_main", "train: tsf fit --config experiments/X.yaml"),
+    "validate": ("lightning_tsf.train.cli", "validate_main", "validate a checkpoint"),
+    "test": ("lightning_tsf.train.cli", "test_main", "multi-view test of a checkpoint"),
+    "predict": ("lightning_tsf.train.cli", "predict_main", "top-k classes per video"),
+    "demo": ("lightning_tsf.train.demo", "main", "synthetic data + CPU training + summary"),
+    "ablation": ("lightning_tsf.train.ablation", "main", "Mini Table 1 on synthetic data"),
 }
 
 

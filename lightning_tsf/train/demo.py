@@ -14,7 +14,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning import Callback, LightningModule, Trainer
+
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo_synthetic.yaml"
+
+
+class EpochPrinter(Callback):
+    """One line per epoch (``val/acc1``, ``train/loss``, elapsed time) on stdout."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        print(
+            f"[epoch {trainer.current_epoch:2d}] val top-1 {100 * m.get('val/acc1', 0):5.1f}%  "
+            f"train loss {m.get('train/loss', float('nan')):.3f}  "
+            f"{time.perf_counter() - self.start:5.0f}s",
+            flush=True,
+        )
 
 
 def run_experiment(
@@ -30,6 +50,7 @@ def run_experiment(
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
     cli = TSFCLI(args=args, run=False)
+    cli.trainer.callbacks.append(EpochPrinter())
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
@@ -55,19 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/demo", help="run folder")
     parser.add_argument("--config", default=str(CONFIG), help="experiment YAML")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training time guard")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI overrides (--a.b=c)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (the loader workers get the rest)"
+    )
+    args, overrides = parser.parse_known_args(argv)  # the rest: LightningCLI --a.b=c overrides
     start = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    import torch
+
     from lightning_tsf.data.synthetic import make_synthetic_dataset
+
+    torch.set_num_threads(args.threads)
 
     print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
     make_synthetic_dataset(args.root)
     minutes = int(args.max_minutes)
     seconds = int(round((args.max_minutes - minutes) * 60))
     guard = f"--trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"
-    res = run_experiment(args.config, args.root, args.out, [guard, *args.overrides])
+    res = run_experiment(args.config, args.root, args.out, [guard, *overrides])
     total = time.perf_counter() - start
     lines = [
         "",
