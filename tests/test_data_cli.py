@@ -62,7 +62,9 @@ def test_synthetic_classes_share_frame_sets_and_reverse_in_time():
     steps = class_steps(4, 16)
     assert steps == [1, -1, 3, -3]
     rng_args = [0, 0, 7]
-    videos = [render_video(c, np.random.default_rng(rng_args), 32, 16, 4) for c in range(4)]
+    videos = [
+        render_video(c, np.random.default_rng(rng_args), 32, 16, 4, "orbit") for c in range(4)
+    ]
     # Same random draws, different class: the same set of frames, in another order.
     as_set = [sorted(v.reshape(16, -1).tolist()) for v in videos]
     assert all(s == as_set[0] for s in as_set)
@@ -84,10 +86,33 @@ def test_make_synthetic_dataset(tmp_path, capsys):
     assert len(lines) == 8 and sorted(int(x.split()[1]) for x in lines) == [0, 0, 1, 1, 2, 2, 3, 3]
     rel, label = lines[0].split()
     frames = make_reader(str(root / rel)).get_frames(range(16))
-    expected = render_video(int(label), np.random.default_rng([0, 0, 0]), 64, 16, 4)
+    expected = render_video(int(label), np.random.default_rng([0, 0, 0]), 64, 16, 4)  # translate
     assert np.abs(frames.astype(int) - expected).max() <= 2
     mtime = (root / rel).stat().st_mtime_ns
     make_synthetic_dataset(root, num_train=8, num_val=4, num_test=4)  # idempotent
     assert (root / rel).stat().st_mtime_ns == mtime
     dm = VideoDataModule(str(root), num_workers=0)
-    assert dm.class_names == ["orbit_cw_slow", "orbit_ccw_slow", "orbit_cw_fast", "orbit_ccw_fast"]
+    assert dm.class_names == ["move_right", "move_left", "move_down", "move_up"]
+
+
+def test_translate_pairs_are_time_reversals_with_the_same_frame_sets():
+    """Same random draws: move_left is move_right backwards (so its frame set is the same, and
+    an order-blind model cannot tell them apart); right and down differ in the axis only."""
+    draw = [0, 1, 3]
+    right, left, down, up = (
+        render_video(c, np.random.default_rng(draw), 32, 16, 4) for c in range(4)
+    )
+    np.testing.assert_array_equal(left, right[::-1])
+    np.testing.assert_array_equal(up, down[::-1])
+
+    # the disc's centre of mass moves right (x grows) in move_right, down (y grows) in move_down
+    def centre(frames, axis):
+        w = frames.astype(float).sum(-1)
+        w = w - w.min()
+        return (
+            w * np.arange(frames.shape[1 + axis]).reshape((-1, 1) if axis == 0 else (1, -1))
+        ).sum((1, 2)) / w.sum((1, 2))
+
+    assert np.all(np.diff(centre(right, 1)) > 0) and np.all(np.diff(centre(down, 0)) > 0)
+    with pytest.raises(ValueError, match="2 or 4"):
+        make_synthetic_dataset("unused", num_classes=6)

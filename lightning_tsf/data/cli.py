@@ -98,6 +98,7 @@ def synthetic_main(argv: list[str]) -> int:
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--num-classes", type=int, default=4, choices=(2, 4, 6, 8))
+    p.add_argument("--motion", default="translate", choices=("translate", "orbit"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
@@ -112,6 +113,7 @@ def synthetic_main(argv: list[str]) -> int:
         fps=args.fps,
         seed=args.seed,
         num_classes=args.num_classes,
+        motion=args.motion,
         num_workers=args.workers,
         progress=True,
     )

@@ -1,35 +1,31 @@
 """A synthetic video dataset whose classes are defined by motion and the direction of time only.
 
-Every video shows one bright disc orbiting a point on a dark, lightly noised background. Over
-its ``num_frames`` frames the disc visits the ``num_frames`` equally spaced positions of its
-circle exactly once each, in the order ``position(t) = phase + step · t (mod num_frames)``.
-The class is the step:
+Every video shows one bright disc on a dark, lightly textured (static) background. Two motions:
 
-====================  ====  =============================================
-class                 step  meaning
-====================  ====  =============================================
-``orbit_cw_slow``     +1    clockwise (on screen), 1/num_frames turn/frame
-``orbit_ccw_slow``    -1    its exact time reversal
-``orbit_cw_fast``     +3    clockwise, 3/num_frames turn per frame
-``orbit_ccw_fast``    -3    its exact time reversal
-(``num_classes=6``)   ±5    and so on with odd steps coprime to num_frames
-====================  ====  =============================================
+``motion="translate"`` (default, what the demo and the ablation train on): the disc crosses the
+frame in a straight line at constant speed. Classes, in label order: ``move_right``,
+``move_left``, ``move_down``, ``move_up`` (``num_classes=2``: the first two). ``move_left`` is
+``move_right`` played backwards, ``move_up`` is ``move_down`` played backwards: the positions are
+``centre + L·(j/(T-1) - 1/2)·direction`` with the centre, path length L, disc size and colours
+drawn from the same distribution for every class, so the two classes of a pair have the same
+distribution of frame *sets*. **A model blind to frame order can tell the axis (horizontal or
+vertical), never the direction: it is capped at 50%** (for 2 or 4 classes), however long it
+trains; a model that uses frame order can reach 100%.
 
-Centre, radius, phase, disc size, disc colour, background and noise are drawn from the same
-distribution for every class. Because every step is coprime to ``num_frames``, every class
-visits the *same* set of positions: the unordered set of frames of a video has the same
-distribution whatever its class, and the two classes of a pair differ only in the direction of
-time. **A model blind to frame order is therefore capped at chance, 1/K (25% for the default
-K=4)**, not merely at 50%, while a model that uses frame order can reach 100%.
+``motion="orbit"`` (harder): the disc orbits a point, visiting the ``num_frames`` equally spaced
+positions of its circle once each, ``position(t) = phase + step·t (mod num_frames)``; classes are
+the steps +1, -1, +3, -3 (``orbit_cw_slow``, ``orbit_ccw_slow``, ``orbit_cw_fast``,
+``orbit_ccw_fast``; 6 or 8 classes add ±5, ±7). Every class visits the *same* set of positions,
+so the frame sets of all classes share one distribution and **an order-blind model is capped at
+chance, 1/K** (25% for 4 classes). Small TimeSformers trained for minutes on CPU did not learn it
+(the fast classes jump 135° between sampled frames); it is there for longer experiments.
 
-The ceiling holds for clips that keep the structure: all frames (``num_frames=16,
-sampling_rate=1``), every other frame (``num_frames=8, sampling_rate=2`` — positions
-``step·2j`` cover the same even residues for every odd step), or segment sampling at test. Short
-clips of consecutive frames (e.g. 4 of 16) would let an order-blind model see the arc length.
+Both ceilings hold for clips that keep the structure: all frames, every other frame
+(``num_frames=8, sampling_rate=2`` of 16), or segment sampling. Horizontal flipping must stay
+off: a mirror turns ``move_right`` into ``move_left`` (and clockwise into counter-clockwise).
 
 Defaults: 4 classes, 512/128/128 train/val/test videos of 16 frames at 64×64, lossless H.264
-(4:4:4, qp 0), written in a few seconds on 2 cores. Recommended data settings: ``crop_size=64,
-train_scale=(64, 72), num_frames=8, sampling_rate=2`` (or 16 × 1), ``num_spatial_crops=1``.
+(4:4:4, qp 0), written in seconds on 2 cores.
 """
 
 from __future__ import annotations
@@ -46,6 +42,8 @@ from lightning_tsf.data.check import parallel_map
 from lightning_tsf.data.encode import write_video
 
 SPLITS = ("train", "val", "test")
+MOTIONS = ("translate", "orbit")
+_DIRECTIONS = ("move_right", "move_left", "move_down", "move_up")
 _STEP_NAMES = {1: "slow", 3: "fast", 5: "faster", 7: "fastest"}
 
 
@@ -61,29 +59,63 @@ def class_steps(num_classes: int, num_frames: int) -> list[int]:
     return steps
 
 
-def class_names(num_classes: int = 4) -> list[str]:
+def class_names(num_classes: int = 4, motion: str = "translate") -> list[str]:
     """Names of the classes in label order."""
+    if motion == "translate":
+        if num_classes not in (2, 4):
+            raise ValueError("translate has 2 or 4 classes (right/left[/down/up])")
+        return list(_DIRECTIONS[:num_classes])
+    if motion != "orbit":
+        raise ValueError(f"unknown motion {motion!r}; valid: {', '.join(MOTIONS)}")
     return [
         f"orbit_{'cw' if s > 0 else 'ccw'}_{_STEP_NAMES[abs(s)]}"
         for s in class_steps(num_classes, 64)
     ]
 
 
-def render_video(
+def _orbit_path(
     label: int, rng: np.random.Generator, size: int, num_frames: int, num_classes: int
-) -> np.ndarray:
-    """Frames (T, size, size, 3) uint8 of one video of class ``label``."""
+) -> tuple[float, np.ndarray, np.ndarray]:
     step = class_steps(num_classes, num_frames)[label]
     disc = rng.uniform(0.08, 0.13) * size
     radius = rng.uniform(0.22, 0.30) * size
     margin = radius + disc + 1
     cy, cx = rng.uniform(margin, size - margin, size=2)
     phase = rng.integers(num_frames)
-    colour = rng.uniform(170, 255, size=3)
-    background = rng.uniform(0, 50, size=3)
     angles = 2 * np.pi * ((phase + step * np.arange(num_frames)) % num_frames) / num_frames
     # Screen y points down, so increasing angle with y = cy + r sin is clockwise on screen.
-    py, px = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
+    return disc, cy + radius * np.sin(angles), cx + radius * np.cos(angles)
+
+
+def _translate_path(
+    label: int, rng: np.random.Generator, size: int, num_frames: int, num_classes: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    class_names(num_classes, "translate")  # validates num_classes
+    axis, backwards = divmod(label, 2)  # 0: horizontal, 1: vertical; odd labels reversed
+    disc = rng.uniform(0.10, 0.16) * size
+    length = rng.uniform(0.45, 0.60) * size
+    margin = disc + 1
+    along = rng.uniform(margin + length / 2, size - margin - length / 2)
+    across = rng.uniform(margin, size - margin)
+    offsets = length * (np.arange(num_frames) / (num_frames - 1) - 0.5)
+    positions = along - offsets if backwards else along + offsets
+    fixed = np.full(num_frames, across)
+    return (disc, fixed, positions) if axis == 0 else (disc, positions, fixed)
+
+
+def render_video(
+    label: int,
+    rng: np.random.Generator,
+    size: int,
+    num_frames: int,
+    num_classes: int,
+    motion: str = "translate",
+) -> np.ndarray:
+    """Frames (T, size, size, 3) uint8 of one video of class ``label``."""
+    path = _translate_path if motion == "translate" else _orbit_path
+    disc, py, px = path(label, rng, size, num_frames, num_classes)
+    colour = rng.uniform(170, 255, size=3)
+    background = rng.uniform(0, 50, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dist2 = (yy[None] - py[:, None, None]) ** 2 + (xx[None] - px[:, None, None]) ** 2
     alpha = np.clip(disc + 0.5 - np.sqrt(dist2), 0, 1)[..., None]  # anti-aliased edge
@@ -93,13 +125,19 @@ def render_video(
 
 
 def _write_one(
-    item: tuple[str, int, int, str], size: int, num_frames: int, fps: int, seed: int, k: int
+    item: tuple[str, int, int, str],
+    size: int,
+    num_frames: int,
+    fps: int,
+    seed: int,
+    k: int,
+    motion: str,
 ) -> None:
     split, index, label, path = item
     if os.path.exists(path):
         return
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    write_video(path, render_video(label, rng, size, num_frames, k), fps)
+    write_video(path, render_video(label, rng, size, num_frames, k, motion), fps)
 
 
 def make_synthetic_dataset(
@@ -113,6 +151,7 @@ def make_synthetic_dataset(
     fps: int = 8,
     seed: int = 0,
     num_classes: int = 4,
+    motion: str = "translate",
     num_workers: int | None = None,
     progress: bool = False,
 ) -> Path:
@@ -132,6 +171,7 @@ def make_synthetic_dataset(
         fps=fps,
         seed=seed,
         num_classes=num_classes,
+        motion=motion,
     )
     marker = root / "synthetic.json"
     if marker.exists():
@@ -139,19 +179,29 @@ def make_synthetic_dataset(
             return root
         shutil.rmtree(root / "videos", ignore_errors=True)  # other parameters: regenerate
         marker.unlink()
-    steps = class_steps(num_classes, num_frames)
+    names = class_names(num_classes, motion)
+    if motion == "orbit":
+        class_steps(num_classes, num_frames)  # validates steps against num_frames
     root.mkdir(parents=True, exist_ok=True)
     items = []
     for s, (split, count) in enumerate(zip(SPLITS, (num_train, num_val, num_test))):
-        labels = np.random.default_rng([seed, s, 2**31]).permutation(np.arange(count) % len(steps))
+        labels = np.random.default_rng([seed, s, 2**31]).permutation(np.arange(count) % len(names))
         lines = []
         for i, label in enumerate(labels):
             rel = f"videos/{split}/{i:05d}.mp4"
             items.append((split, i, int(label), str(root / rel)))
             lines.append(f"{rel} {label}\n")
         (root / f"{split}.csv").write_text("".join(lines))
-    (root / "classnames.txt").write_text("".join(f"{n}\n" for n in class_names(num_classes)))
-    func = partial(_write_one, size=size, num_frames=num_frames, fps=fps, seed=seed, k=num_classes)
+    (root / "classnames.txt").write_text("".join(f"{n}\n" for n in names))
+    func = partial(
+        _write_one,
+        size=size,
+        num_frames=num_frames,
+        fps=fps,
+        seed=seed,
+        k=num_classes,
+        motion=motion,
+    )
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     for _ in parallel_map(func, items, workers, "synthetic", progress):
         pass
