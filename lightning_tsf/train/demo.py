@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo_synthetic.yaml"
@@ -38,7 +39,11 @@ class EpochPrinter(Callback):
 
 
 def run_experiment(
-    config: str | Path, root: str | Path, out: str | Path, overrides: list[str] | None = None
+    config: str | Path,
+    root: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    pictures: bool = False,
 ) -> dict[str, Any]:
     """Fit ``config`` on ``root`` into run folder ``out``, then multi-view test the final model.
 
@@ -55,6 +60,8 @@ def run_experiment(
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    run_dir = Path(cli.trainer.log_dir or out)
+    drawn = save_pictures(cli.model, cli.datamodule, run_dir) if pictures else {}
     logger = cli.trainer.logger
     wandb_dir = getattr(getattr(logger, "experiment", None), "dir", None)
     finish_wandb(cli.trainer)
@@ -66,7 +73,29 @@ def run_experiment(
         "checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
         "config": str(Path(cli.trainer.log_dir or out) / "config.yaml"),
         "wandb_dir": str(Path(wandb_dir).parent) if wandb_dir else None,
+        **drawn,
     }
+
+
+def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
+    """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
+    class (frames left to right, one row per video) and a t-SNE of the video features."""
+    from lightning_tsf.viz.features import save_tsne
+    from lightning_tsf.viz.heatmap import save_heatmap_grid
+
+    net = model.net.eval()
+    dataset = datamodule.make_dataset("test")
+    firsts: dict[int, int] = {}  # middle view of the first video of each class
+    for i in range(0, len(dataset), dataset.num_views):
+        firsts.setdefault(
+            int(dataset.records[i // dataset.num_views].label), i + dataset.num_views // 2
+        )
+    videos = torch.stack([dataset[i]["video"] for _, i in sorted(firsts.items())])
+    heatmaps = save_heatmap_grid(net, videos, None, out / "heatmaps.png")
+    torch.save(heatmaps, out / "heatmaps.pt")
+    tsne = out / "tsne.png"
+    save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names)
+    return {"heatmaps": str(out / "heatmaps.png"), "tsne": str(tsne)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = int(args.max_minutes)
     seconds = int(round((args.max_minutes - minutes) * 60))
     guard = f"--trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"
-    res = run_experiment(args.config, args.root, args.out, [guard, *overrides])
+    res = run_experiment(args.config, args.root, args.out, [guard, *overrides], pictures=True)
     total = time.perf_counter() - start
     lines = [
         "",
@@ -106,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint: {res['checkpoint']}",
         f"config:     {res['config']}",
         f"W&B run:    {res['wandb_dir']}  (upload: wandb sync {res['wandb_dir']})",
+        f"pictures:   {res['heatmaps']} (attention rollout), {res['tsne']} (t-SNE)",
         "=" * 72,
     ]
     print("\n".join(lines))
