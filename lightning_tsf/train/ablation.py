@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--max-minutes", type=float, default=4.0, help="per scheme")
     parser.add_argument("--schemes", nargs="*", default=list(SCHEMES))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, as the demo")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
+    torch.set_num_threads(args.threads)
     from lightning_tsf.data.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(args.root)
