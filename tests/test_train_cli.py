@@ -184,4 +184,4 @@ def test_fit_test_predict_wandb_offline(
     assert cli_main(predict) == 0
     lines = out.read_text().splitlines()
     assert len(lines) == 7
-    assert os.path.getsize(out) > 0 and "orbit_" in lines[0]
+    assert os.path.getsize(out) > 0 and "move_" in lines[0]
