@@ -20,9 +20,14 @@ so the frame sets of all classes share one distribution and **an order-blind mod
 chance, 1/K** (25% for 4 classes). Small TimeSformers trained for minutes on CPU did not learn it
 (the fast classes jump 135° between sampled frames); it is there for longer experiments.
 
-Both ceilings hold for clips that keep the structure: all frames, every other frame
-(``num_frames=8, sampling_rate=2`` of 16), or segment sampling. Horizontal flipping must stay
-off: a mirror turns ``move_right`` into ``move_left`` (and clockwise into counter-clockwise).
+Both ceilings hold exactly for all 16 frames and closely for clips that keep the structure
+(every other frame, segment sampling). A known leak: for ``translate`` the disc stays inside the
+frame, so a subset of frames that is not symmetric under reversal (the demo's 4 frames × rate 4
+take frames 0, 4, 8, 12 of 0..15) reaches one border region only in one direction; an
+order-blind model can then beat 50% somewhat (``space_only`` measured 56% on the demo's
+budget). A wrap-around variant without the leak was tried and was not learned in minutes.
+Horizontal flipping must stay off: a mirror turns ``move_right`` into ``move_left`` (and
+clockwise into counter-clockwise).
 
 Defaults: 4 classes, 512/128/128 train/val/test videos of 16 frames at 64×64, lossless H.264
 (4:4:4, qp 0), written in seconds on 2 cores.
