@@ -171,23 +171,12 @@ def run_timing(cfg: dict, rounds: int, bf16: bool) -> dict:
     )
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def run_memory(cfg: dict, impl: str) -> dict:
     torch.manual_seed(0)
     model = build(cfg, impl)
-    fn = step_fn(model, impl, cfg, True, False)
-    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
-        f.write("5")
-    before = _status_kb("VmRSS")
-    fn()
-    return dict(peak_mib=(_status_kb("VmHWM") - before) / 1024)
+    from lightning_tsf.viz.scaling import peak_rss_growth
+
+    return dict(peak_mib=peak_rss_growth(step_fn(model, impl, cfg, True, False)) / 2**20)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -35,9 +35,11 @@ def hf_model(attention_type: str) -> TimesformerForVideoClassification:
     model = TimesformerForVideoClassification(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "time_embeddings" in name or "temporal_dense" in name:
-                p.normal_(0, 0.3)
-            elif name.endswith(("cls_token", "position_embeddings")):
+            if (
+                "time_embeddings" in name
+                or "temporal_dense" in name
+                or name.endswith(("cls_token", "position_embeddings"))
+            ):
                 p.normal_(0, 0.3)
     return model
 

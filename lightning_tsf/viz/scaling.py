@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -58,6 +59,22 @@ def estimate_bytes(scheme: str, frames: int, size: int, patch: int = 16, dim: in
     return 4 * (params + attn + 12 * tokens * dim)
 
 
+def _status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def peak_rss_growth(fn: Callable[[], object]) -> int:
+    """Bytes by which this process's peak resident set (VmHWM) grows above the current resident
+    set while ``fn()`` runs (Linux; run it in a fresh process for a clean allocator)."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_bytes("VmRSS")
+    fn()
+    return max(0, _status_bytes("VmHWM") - before)
+
+
 def _measure(scheme: str, frames: int, size: int, depth: int) -> dict:
     """In this (fresh) process: activation peak and time of one forward pass at batch 1."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -67,19 +84,13 @@ def _measure(scheme: str, frames: int, size: int, depth: int) -> dict:
                          depth=depth, num_classes=400).eval()  # fmt: skip
     x = torch.randn(1, 3, frames, size, size)
 
-    def status(key: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError(f"{key} not in /proc/self/status")
+    def forward() -> None:
+        with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
+            model(x)
 
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = status("VmRSS")
     start = time.perf_counter()
-    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
-        model(x)
-    seconds = time.perf_counter() - start
-    return {"activation_bytes": max(0, status("VmHWM") - before), "seconds": seconds}
+    peak = peak_rss_growth(forward)
+    return {"activation_bytes": peak, "seconds": time.perf_counter() - start}
 
 
 def measure(scheme: str, frames: int, size: int, depth: int = 1, timeout: float = 600) -> dict:
