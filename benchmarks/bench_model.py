@@ -174,7 +174,7 @@ def run_timing(cfg: dict, rounds: int, bf16: bool) -> dict:
 def run_memory(cfg: dict, impl: str) -> dict:
     torch.manual_seed(0)
     model = build(cfg, impl)
-    from lightning_tsf.viz.scaling import peak_rss_growth
+    from compute_scaling import peak_rss_growth  # beside this file
 
     return dict(peak_mib=peak_rss_growth(step_fn(model, impl, cfg, True, False)) / 2**20)
 

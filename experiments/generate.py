@@ -11,21 +11,22 @@ from typing import Any
 
 import yaml
 
+from lightning_tsf.configs import DEMO, config_path
+from lightning_tsf.models import BLOCKS, PRESETS
+
 HERE = Path(__file__).parent
 IN21K = "pretrained/jx_vit_base_p16_224-80ecf9dd.pth"  # timm ViT-B/16 ImageNet-21K weights
-ATTENTION = [
-    "space_only",
-    "joint_space_time",
-    "divided_space_time",
-    "sparse_local_global",
-    "axial",
-]
-VARIANTS = {  # the paper's three models: frames, sampling rate, crop, train scale
-    "timesformer": (8, 32, 224, [256, 320]),
-    "timesformer_hr": (16, 16, 448, [448, 512]),
-    "timesformer_l": (96, 4, 224, [256, 320]),
+ATTENTION = list(BLOCKS)
+# The paper's three models: (frames, crop) from the presets, sampling rate and train scale here.
+RECIPES = {"timesformer": (32, [256, 320]), "timesformer_hr": (16, [448, 512]),
+           "timesformer_l": (4, [256, 320])}  # fmt: skip
+VARIANTS = {
+    name: (PRESETS[name]["num_frames"], rate, PRESETS[name]["img_size"], scale)
+    for name, (rate, scale) in RECIPES.items()
 }
-SSV2_VARIANTS = {"timesformer": (8, 224), "timesformer_hr": (16, 448), "timesformer_l": (64, 224)}
+# SSv2: the same sizes, except TimeSformer-L, which the paper trains on 64 frames there.
+SSV2_VARIANTS = {name: (64 if name == "timesformer_l" else t, crop)
+                 for name, (t, _, crop, _) in VARIANTS.items()}  # fmt: skip
 
 
 def trainer(name: str, epochs: int = 15, global_batch: int = 64, **extra: Any) -> dict:
@@ -73,11 +74,10 @@ def trainer(name: str, epochs: int = 15, global_batch: int = 64, **extra: Any) -
 
 def net(attention: str = "divided_space_time", **sizes: Any) -> dict:
     """The backbone; img_size, num_frames and num_classes are linked from ``data``."""
+    sizes_b = ("patch_size", "embed_dim", "depth", "num_heads")
+    vit_base = {k: PRESETS["timesformer"][k] for k in sizes_b}
     init = {
-        "patch_size": 16,
-        "embed_dim": 768,
-        "depth": 12,
-        "num_heads": 12,
+        **vit_base,
         "drop_path_rate": 0.1,
         "attention_type": attention,
         **sizes,
@@ -182,7 +182,7 @@ def experiments() -> dict[str, tuple[str, dict]]:
         "(data_root/<split>/<class>/*.mp4); its head is replaced for the new classes.",
         {"trainer": trainer("finetune_official_k400", epochs=10), "model": ft, "data": data},
     )
-    out["demo_synthetic"] = ("The demo (`tsf demo`): see lightning_tsf/train/demo.py.", demo())
+    out["demo_synthetic"] = ("The demo (`tsf demo`): see lightning_tsf/commands/demo.py.", demo())
     out["smoke_cpu"] = ("CPU smoke test: tiny model, synthetic data, one short epoch.", smoke())
     return out
 
@@ -256,12 +256,22 @@ def smoke() -> dict:
     return {"trainer": t, "model": model, "data": data}
 
 
+def output_path(name: str) -> Path:
+    """Where an experiment file goes: the demo's ships inside the package, the rest here."""
+    return config_path(DEMO) if f"{name}.yaml" == DEMO else HERE / f"{name}.yaml"
+
+
+def render(name: str, comment: str, cfg: dict) -> str:
+    """The YAML text of one experiment file, with its header comment."""
+    text = yaml.safe_dump({"seed_everything": 0, **cfg}, sort_keys=False, width=100)
+    path = output_path(name).resolve().relative_to(HERE.resolve().parent)
+    run = "tsf demo" if f"{name}.yaml" == DEMO else f"tsf fit --config {path}"
+    return f"# {comment}\n# Run: {run}  (file written by experiments/generate.py)\n{text}"
+
+
 def main() -> None:
     for name, (comment, cfg) in experiments().items():
-        text = yaml.safe_dump({"seed_everything": 0, **cfg}, sort_keys=False, width=100)
-        run = f"tsf fit --config experiments/{name}.yaml"
-        header = f"# {comment}\n# Run: {run}  (file written by generate.py)\n"
-        (HERE / f"{name}.yaml").write_text(header + text)
+        output_path(name).write_text(render(name, comment, cfg))
 
 
 if __name__ == "__main__":

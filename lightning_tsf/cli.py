@@ -7,45 +7,60 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NamedTuple
 
-# subcommand -> (module, function taking argv, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "flops": ("lightning_tsf.models.flops", "main", "parameter and multiply-add table"),
-    "check-videos": ("lightning_tsf.data.cli", "check_videos_main", "list unreadable videos"),
-    "prepare": ("lightning_tsf.data.cli", "prepare_main", "re-encode videos to a short side"),
-    "make-synthetic": ("lightning_tsf.data.cli", "synthetic_main", "write the synthetic dataset"),
-    "predict-videos": ("lightning_tsf.viz.predict", "predict_main", "top-k classes of video files"),
-    "heatmap": ("lightning_tsf.viz.predict", "heatmap_main", "attention rollout heatmaps"),
-    "extract-features": ("lightning_tsf.viz.predict", "extract_features_main", "feature vectors"),
-    "tsne": ("lightning_tsf.viz.features", "tsne_main", "t-SNE plot of extracted features"),
-    "scaling": ("lightning_tsf.viz.scaling", "main", "GMACs and memory vs frames/resolution"),
-    "fit": ("lightning_tsf.train.cli", "fit_main", "train: tsf fit --config experiments/X.yaml"),
-    "validate": ("lightning_tsf.train.cli", "validate_main", "validate a checkpoint"),
-    "test": ("lightning_tsf.train.cli", "test_main", "multi-view test of a checkpoint"),
-    "predict": ("lightning_tsf.train.cli", "predict_main", "top-k classes per video"),
-    "demo": ("lightning_tsf.train.demo", "main", "synthetic data + CPU training + summary"),
-    "ablation": ("lightning_tsf.train.ablation", "main", "Mini Table 1 on synthetic data"),
+
+class Command(NamedTuple):
+    module: str  # under lightning_tsf.commands
+    function: str  # takes argv, returns the exit status
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "fit": Command("lightning", "fit_main", "train: tsf fit --config experiments/X.yaml"),
+    "validate": Command("lightning", "validate_main", "validate a checkpoint on a config's data"),
+    "test": Command("lightning", "test_main", "multi-view test of a checkpoint on a config's data"),
+    "predict": Command("lightning", "predict_main", "top-k classes of a config's predict split"),
+    "predict-files": Command("files", "predict_main", "top-k classes of video files/folders"),
+    "heatmap-files": Command("files", "heatmap_main", "attention rollout heatmaps of video files"),
+    "features-files": Command("files", "extract_features_main", "feature vectors of video files"),
+    "tsne": Command("files", "tsne_main", "t-SNE plot of a features-files folder"),
+    "check-videos": Command("data", "check_videos_main", "list the unreadable videos of a dataset"),
+    "prepare": Command("data", "prepare_main", "re-encode a dataset for fast training reads"),
+    "make-synthetic": Command("data", "synthetic_main", "write the synthetic motion dataset"),
+    "flops": Command("flops", "main", "parameter and multiply-add table"),
+    "demo": Command("demo", "main", "synthetic data + CPU training + test + pictures"),
+    "ablation": Command("ablation", "main", "Mini Table 1: the five schemes on synthetic data"),
+}
+# Earlier names, still accepted.
+ALIASES = {
+    "predict-videos": "predict-files",
+    "heatmap": "heatmap-files",
+    "extract-features": "features-files",
 }
 
 
-def _usage() -> str:
-    lines = ["usage: tsf <command> [args]", "", "commands:"]
-    lines += [f"  {name:<16}{help_}" for name, (_, _, help_) in COMMANDS.items()]
+def usage() -> str:
+    """The ``tsf --help`` text: one aligned line per command, then the aliases."""
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["usage: tsf <command> [args]   (tsf <command> --help for its options)", ""]
+    lines += ["commands:"] + [f"  {name:<{width}}{c.help}" for name, c in COMMANDS.items()]
+    lines += ["", "aliases: " + ", ".join(f"{old} = {new}" for old, new in ALIASES.items())]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
-        print(_usage())
+        print(usage())
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if name not in COMMANDS:
-        print(f"tsf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"tsf: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
-    result = getattr(importlib.import_module(module), func)(rest)
-    return int(result or 0)
+    command = COMMANDS[name]
+    module = importlib.import_module(f"lightning_tsf.commands.{command.module}")
+    return int(getattr(module, command.function)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from lightning_tsf.data.transforms import (
-    EvalTransform,
     Normalize,
     TrainTransform,
+    resize_short_side,
+    spatial_crop,
     spatial_crop_offsets,
 )
+from lightning_tsf.data.views import ViewSpec
 
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # output = uint8 value
 
@@ -38,27 +40,27 @@ def test_three_crops_left_centre_right_or_top_centre_bottom(h, w, expected):
     assert spatial_crop_offsets(h, w, 48, 0, 1) == expected[1]
 
 
-def test_eval_transform_crops_exact_positions():
+def test_eval_crops_exact_positions():
     frames = coord_frames(4, 32, 40)  # short side already 32 = crop: no resize
-    transform = EvalTransform(32, num_crops=3, **IDENTITY)
+    resized = resize_short_side(frames, 32)
     lefts = []
     for i in range(3):
-        out = transform(frames, i)
-        assert out.shape == (3, 4, 32, 32)
+        out = spatial_crop(resized, 32, i, 3)  # (T, C, H, W) uint8
+        assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
         lefts.append(int(out[0, 0, 0, 0]))
-        assert int(out[1, 0, 0, 0]) == 0 and int(out[2, 0, 5, 5]) == 7
+        assert int(out[0, 1, 0, 0]) == 0 and int(out[0, 2, 5, 5]) == 7
     assert lefts == [0, 4, 8]
 
 
-def test_eval_transform_resizes_short_side_to_crop():
+def test_eval_resizes_short_side_to_crop():
     frames = coord_frames(3, 64, 96)
-    out = EvalTransform(32, num_crops=1, **IDENTITY)(frames)
+    out = spatial_crop(resize_short_side(frames, 32), 32, 0, 1)
     assert out.shape == (3, 3, 32, 32)
     # Equivalent to resizing 64x96 -> 32x48 and taking the centre columns 8..39.
     ref = F.interpolate(
         torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(32, 48), mode="bilinear"
-    )[:, :, :, 8:40].permute(1, 0, 2, 3)
-    assert (out - ref).abs().max() <= 1.0
+    )[:, :, :, 8:40]
+    assert (out.float() - ref).abs().max() <= 1.0
 
 
 def test_train_transform_shape_and_scale_range():
@@ -87,7 +89,7 @@ def test_train_transform_flip():
 
 
 def test_rejects_bad_input():
-    with pytest.raises(ValueError):
-        EvalTransform(32, num_crops=2)
-    with pytest.raises(ValueError):
-        EvalTransform(32)(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="num_spatial_crops"):
+        ViewSpec(crop_size=32, num_spatial_crops=2)
+    with pytest.raises(ValueError, match="uint8"):
+        resize_short_side(np.zeros((2, 32, 32, 3), np.float32), 32)

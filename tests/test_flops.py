@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_tsf.commands.flops import main
 from lightning_tsf.models import create_model
-from lightning_tsf.models.flops import PAPER_GMACS, PAPER_PARAMS_M, count_flops, count_params, main
+from lightning_tsf.models.flops import PAPER_GMACS, PAPER_PARAMS_M, count_flops, count_params
 
 
 @pytest.mark.parametrize("scheme, paper", list(PAPER_PARAMS_M.items()))

@@ -3,6 +3,7 @@ message naming the key or path; checkpoints load with ``weights_only``; W&B offl
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_tsf.commands.lightning import TSFCLI, cli_main
+from lightning_tsf.configs import config_path
 from lightning_tsf.models import TimeSformer, load_checkpoint
-from lightning_tsf.train.cli import TSFCLI, cli_main
 
-EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
-SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
-DEMO = Path(__file__).parents[1] / "experiments" / "demo_synthetic.yaml"
+ROOT = Path(__file__).parents[1]
+DEMO = config_path()  # ships inside the package
+EXPERIMENTS = sorted(ROOT.glob("experiments/*.yaml")) + [DEMO]
+SMOKE = ROOT / "experiments" / "smoke_cpu.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +39,19 @@ def test_all_paper_configurations_present() -> None:
             assert f"{ds}_attn_{attn}" in names
         assert f"{ds}_attn_sparse_local_global" in names
     assert {"finetune_official_k400", "demo_synthetic", "smoke_cpu"} <= names
+
+
+def test_generate_reproduces_committed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running experiments/generate.py writes exactly the committed files, no more, no less."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import generate
+
+    written = {}
+    for name, (comment, cfg) in generate.experiments().items():
+        written[generate.output_path(name).resolve()] = generate.render(name, comment, cfg)
+    assert set(written) == {p.resolve() for p in EXPERIMENTS}
+    for path, text in written.items():
+        assert path.read_text() == text, f"{path} differs from what generate.py writes"
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
@@ -185,3 +201,36 @@ def test_fit_test_predict_wandb_offline(
     lines = out.read_text().splitlines()
     assert len(lines) == 7
     assert os.path.getsize(out) > 0 and "move_" in lines[0]
+
+
+def test_test_and_predict_files_agree_per_video(
+    tiny_overrides: Callable[[Path], list[str]], tmp_path: Path
+) -> None:
+    """``tsf test`` (dataset + Trainer) and ``tsf predict-files`` (files + inference module)
+    give the same per-video probabilities for the same checkpoint, videos and 3 views."""
+    from lightning_tsf.cli import main as tsf
+
+    run = tmp_path / "run"
+    args = ["--config", str(DEMO), *tiny_overrides(run), "--trainer.max_epochs=1",
+            "--data.num_spatial_crops=3"]  # fmt: skip
+    assert cli_main(["fit", *args]) == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cli = TSFCLI(args=[*args, f"--trainer.default_root_dir={tmp_path / 'test'}"], run=False)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)
+    res = cli.model.test_results
+    records = cli.datamodule.records("test")
+    tested = {records[i].path: p for i, p in zip(res["video_index"].tolist(), res["probs"])}
+    assert len(tested) == 7
+
+    out = tmp_path / "files.json"
+    rc = tsf(["predict-files", *tested, "--checkpoint", str(ckpt), "--num-spatial-crops", "3",
+              "--topk", "4", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == list(tested)
+    for row in rows:
+        probs = torch.zeros(4)
+        probs[row["indices"]] = torch.tensor(row["probs"])
+        torch.testing.assert_close(probs, tested[row["path"]], atol=2e-6, rtol=0)
+    # and the views are not all alike: the averaged probabilities differ between videos
+    assert len({tuple(r["indices"]) + tuple(r["probs"]) for r in rows}) > 1

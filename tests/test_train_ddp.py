@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_tsf.train.cli import TSFCLI, cli_main
+from lightning_tsf.commands.lightning import TSFCLI, cli_main
 
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
 

@@ -7,14 +7,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from lightning_tsf.train.demo import CONFIG, run_experiment
+from lightning_tsf.commands.demo import run_experiment
+from lightning_tsf.configs import config_path
 
 
 def test_demo_pipeline_writes_summary_and_pictures(
     tiny_synthetic: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path
 ) -> None:
     overrides = [*tiny_overrides(tmp_path), "--trainer.max_epochs=1", "--trainer.max_time=null"]
-    res = run_experiment(CONFIG, tiny_synthetic, tmp_path, overrides, pictures=True)
+    res = run_experiment(config_path(), tiny_synthetic, tmp_path, overrides, pictures=True)
     assert res["videos"] == res["total_videos"] == 7 and not res["failed"]
     assert 0.0 <= res["acc1"] <= res["acc5"] <= 1.0
     assert Path(res["checkpoint"]).is_file() and Path(res["config"]).is_file()

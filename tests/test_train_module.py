@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_tsf.models import create_model
-from lightning_tsf.module import VideoClassifier, _unique_rows
+from lightning_tsf.train.module import VideoClassifier, _unique_rows
 from lightning_tsf.train.optim import LRSchedule, build_optimizer, param_groups
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_tsf.train.cli import cli_main
+from lightning_tsf.commands.lightning import cli_main
 
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
 KILLER = """
 import os, sys, torch
 torch.set_num_threads(1)
 from pytorch_lightning import Callback
-from lightning_tsf.train.cli import TSFCLI
+from lightning_tsf.commands.lightning import TSFCLI
 
 class Kill(Callback):
     def on_train_batch_end(self, trainer, *args):

@@ -12,7 +12,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from lightning_tsf.data import VideoDataModule, make_synthetic_dataset
 from lightning_tsf.models import TimeSformer
-from lightning_tsf.module import VideoClassifier
+from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.viz.callbacks import (
     AttentionHeatmapCallback,
     ConfusionMatrixCallback,

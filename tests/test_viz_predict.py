@@ -71,7 +71,7 @@ def _checkpoint(path: Path, with_config: bool) -> Path:
 def test_predict_videos_all_containers(videos, tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
     out, heat = tmp_path / "preds.json", tmp_path / "heat"
-    rc = tsf(["predict-videos", str(videos), "--checkpoint", str(ckpt), "--out", str(out),
+    rc = tsf(["predict-files", str(videos), "--checkpoint", str(ckpt), "--out", str(out),
               "--num-spatial-crops", "3", "--num-temporal-views", "2", "--topk", "2",
               "--save-heatmap", str(heat)])  # fmt: skip
     captured = capsys.readouterr()
@@ -95,7 +95,7 @@ def test_predict_csv_annotation_file_and_preset(videos, tmp_path, capsys):
     """A checkpoint without a stored config needs --model-config; CSV output with labels."""
     ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=False)
     with pytest.raises(ValueError, match="--preset NAME or --model-config"):
-        tsf(["predict-videos", str(videos / "a_h264.mp4"), "--checkpoint", str(ckpt)])
+        tsf(["predict-files", str(videos / "a_h264.mp4"), "--checkpoint", str(ckpt)])
     cfg = tmp_path / "net.yaml"
     cfg.write_text("".join(f"{k}: {v}\n" for k, v in NET.items()))
     ann = videos / "list.csv"
@@ -103,7 +103,7 @@ def test_predict_csv_annotation_file_and_preset(videos, tmp_path, capsys):
     names = tmp_path / "names.txt"
     names.write_text("A\nB\nC\n")
     out = tmp_path / "preds.csv"
-    rc = tsf(["predict-videos", str(ann), "--checkpoint", str(ckpt), "--model-config", str(cfg),
+    rc = tsf(["predict-files", str(ann), "--checkpoint", str(ckpt), "--model-config", str(cfg),
               "--class-names", str(names), "--out", str(out)])  # fmt: skip
     assert rc == 0
     rows = list(csv.DictReader(out.open()))
@@ -115,7 +115,7 @@ def test_predict_csv_annotation_file_and_preset(videos, tmp_path, capsys):
 def test_extract_features_shapes(videos, tmp_path, capsys):
     ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
     out = tmp_path / "feats"
-    rc = tsf(["extract-features", str(videos), "--checkpoint", str(ckpt), "--out-dir", str(out),
+    rc = tsf(["features-files", str(videos), "--checkpoint", str(ckpt), "--out-dir", str(out),
               "--frame-tokens", "--num-spatial-crops", "3"])  # fmt: skip
     assert rc == 1 and "z_broken.mp4" in capsys.readouterr().err
     feats = np.load(out / "features.npy")
@@ -130,7 +130,7 @@ def test_extract_features_shapes(videos, tmp_path, capsys):
 def test_heatmap_command(videos, tmp_path):
     ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
     out = tmp_path / "h"
-    rc = tsf(["heatmap", str(videos / "b_vp9.webm"), str(videos / "d_mjpeg.avi"),
+    rc = tsf(["heatmap-files", str(videos / "b_vp9.webm"), str(videos / "d_mjpeg.avi"),
               "--checkpoint", str(ckpt), "--out-dir", str(out)])  # fmt: skip
     assert rc == 0
     assert len(list(out.glob("*.png"))) == 2

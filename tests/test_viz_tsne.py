@@ -8,14 +8,9 @@ from PIL import Image
 
 from lightning_tsf.cli import main as tsf
 from lightning_tsf.data import VideoDataModule, make_synthetic_dataset
+from lightning_tsf.inference import collect_outputs
 from lightning_tsf.models import TimeSformer
-from lightning_tsf.viz.features import (
-    collect_outputs,
-    plot_confusion,
-    plot_tsne,
-    save_tsne,
-    tsne_embed,
-)
+from lightning_tsf.viz.plots import plot_confusion, plot_tsne, save_tsne, tsne_embed
 
 
 def _separable(n_per_class: int = 15, k: int = 3, dim: int = 32) -> tuple[np.ndarray, np.ndarray]:

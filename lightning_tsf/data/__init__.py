@@ -17,19 +17,21 @@ _EXPORTS = {
     "DistributedEvalSampler": "dataset",
     "VideoBatch": "dataset",
     "VideoDataset": "dataset",
+    "VideoSample": "dataset",
     "eval_summary": "dataset",
     "VideoDecodeError": "decode",
     "VideoReader": "decode",
     "make_reader": "decode",
     "dense_indices": "sampling",
     "segment_indices": "sampling",
-    "EvalTransform": "transforms",
     "TrainTransform": "transforms",
+    "ViewSpec": "views",
+    "average_views": "views",
+    "read_views": "views",
     "make_synthetic_dataset": "synthetic",
 }
 __all__ = [
     "DistributedEvalSampler",
-    "EvalTransform",
     "TrainTransform",
     "VideoBatch",
     "VideoDataModule",
@@ -37,12 +39,16 @@ __all__ = [
     "VideoDecodeError",
     "VideoReader",
     "VideoRecord",
+    "VideoSample",
+    "ViewSpec",
+    "average_views",
     "dense_indices",
     "eval_summary",
     "load_class_names",
     "load_split",
     "make_reader",
     "make_synthetic_dataset",
+    "read_views",
     "segment_indices",
 ]
 
@@ -53,12 +59,14 @@ if TYPE_CHECKING:
         DistributedEvalSampler,
         VideoBatch,
         VideoDataset,
+        VideoSample,
         eval_summary,
     )
     from lightning_tsf.data.decode import VideoDecodeError, VideoReader, make_reader
     from lightning_tsf.data.sampling import dense_indices, segment_indices
     from lightning_tsf.data.synthetic import make_synthetic_dataset
-    from lightning_tsf.data.transforms import EvalTransform, TrainTransform
+    from lightning_tsf.data.transforms import TrainTransform
+    from lightning_tsf.data.views import ViewSpec, average_views, read_views
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("kinetics", "ssv2", "folder")
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+# Every video file suffix recognised in folders (datasets, prepare, inference on files).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv"
+)  # fmt: skip
 
 # Default split file names per format (train, val, test). The official TimeSformer tests SSv2 on
 # the validation set; the folder format uses split sub-folders.

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
 from functools import partial
-from typing import TypeVar
 
 import numpy as np
 
 from lightning_tsf.data.decode import VideoDecodeError, make_reader
-
-T = TypeVar("T")
-R = TypeVar("R")
+from lightning_tsf.data.parallel import parallel_map
 
 
 def check_video(path: str, backend: str = "decord", full: bool = False) -> str | None:
@@ -33,21 +29,6 @@ def check_video(path: str, backend: str = "decord", full: bool = False) -> str |
     finally:
         reader.close()
     return None
-
-
-def parallel_map(
-    func: Callable[[T], R], items: Sequence[T], num_workers: int, desc: str, progress: bool = True
-) -> Iterator[R]:
-    """``map`` over worker processes (in order) with a tqdm progress bar; in-process if 0."""
-    from tqdm import tqdm
-
-    bar = partial(tqdm, total=len(items), desc=desc, disable=not progress, unit="video")
-    if num_workers <= 0:
-        yield from bar(map(func, items))
-        return
-    with ProcessPoolExecutor(num_workers) as pool:
-        chunk = max(1, min(16, len(items) // (4 * num_workers)))
-        yield from bar(pool.map(func, items, chunksize=chunk))
 
 
 def check_videos(

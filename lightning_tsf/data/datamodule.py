@@ -28,9 +28,8 @@ from lightning_tsf.data.annotations import (
 )
 from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
-from lightning_tsf.data.decode import BACKENDS
-from lightning_tsf.data.sampling import SAMPLERS
-from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, EvalTransform, TrainTransform
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize, TrainTransform
+from lightning_tsf.data.views import ViewSpec
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -92,15 +91,8 @@ class VideoDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name, value, allowed in [
-            ("format", format, FORMATS),
-            ("backend", backend, BACKENDS),
-            ("sampler", sampler or "dense", SAMPLERS),
-        ]:
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r}; expected one of {allowed}")
-        if num_spatial_crops not in (1, 3):
-            raise ValueError("num_spatial_crops must be 1 or 3")
+        if format not in FORMATS:
+            raise ValueError(f"format={format!r}; expected one of {FORMATS}")
         self.data_root = require(Path(data_root), "data_root")
         self.format = format
         train_default, val_default, test_default = DEFAULT_SPLITS[format]
@@ -113,6 +105,20 @@ class VideoDataModule(pl.LightningDataModule):
         self.class_names_file = class_names_file or DEFAULT_CLASS_FILES[format]
         self.sampler = sampler or ("segment" if format == "ssv2" else "dense")
         self.horizontal_flip = format != "ssv2" if horizontal_flip is None else horizontal_flip
+        self.batch_size = batch_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        # How clips and evaluation views are cut (shared with inference on files); checks the
+        # sampler, backend and crop count now, not when the first loader is built.
+        self.view_spec = ViewSpec(
+            sampler=self.sampler,
+            num_frames=num_frames,
+            sampling_rate=sampling_rate,
+            crop_size=crop_size,
+            num_spatial_crops=num_spatial_crops,
+            num_temporal_views=num_temporal_views,
+            backend=backend,
+            decode_short_side=decode_short_side,
+        )
         if format != "folder":
             for stage in ("train", "val"):
                 require(self.data_root / self.splits[stage], f"{stage} annotation file")
@@ -139,23 +145,17 @@ class VideoDataModule(pl.LightningDataModule):
         """Build the dataset of one stage (training transforms only for ``train``)."""
         hp = self.hparams
         train = stage == "train"
+        transform = None
         if train:
             transform = TrainTransform(
-                hp.crop_size, tuple(hp.train_scale), self.horizontal_flip, hp.mean, hp.std
+                hp.crop_size, tuple(hp.train_scale), self.horizontal_flip, self.mean, self.std
             )
-        else:
-            transform = EvalTransform(hp.crop_size, hp.num_spatial_crops, hp.mean, hp.std)
         return VideoDataset(
             self.records(stage),
+            self.view_spec,
             train=train,
             transform=transform,
-            sampler=self.sampler,
-            num_frames=hp.num_frames,
-            sampling_rate=hp.sampling_rate,
-            num_temporal_views=hp.num_temporal_views,
-            num_spatial_crops=hp.num_spatial_crops,
-            backend=hp.backend,
-            decode_short_side=hp.decode_short_side,
+            normalize=Normalize(self.mean, self.std),
             max_decode_retries=hp.max_decode_retries,
         )
 
@@ -188,10 +188,10 @@ class VideoDataModule(pl.LightningDataModule):
         workers = hp.num_workers
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size,
+            batch_size=self.batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=train and len(dataset) >= hp.batch_size,  # never zero batches
+            drop_last=train and len(dataset) >= self.batch_size,  # never zero batches
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,

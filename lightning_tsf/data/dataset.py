@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TypedDict
 
 import numpy as np
@@ -18,24 +19,36 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_tsf.data.annotations import VideoRecord
-from lightning_tsf.data.decode import VideoDecodeError, make_reader
-from lightning_tsf.data.sampling import sample_indices
-from lightning_tsf.data.transforms import EvalTransform, TrainTransform
+from lightning_tsf.data.decode import VideoDecodeError
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize, TrainTransform
+from lightning_tsf.data.views import ViewSpec, decode_clip, spatial_view, temporal_view
 
 log = logging.getLogger(__name__)
 _logged_failures: set[str] = set()  # per process: each broken path is logged once
 
 
-class VideoBatch(TypedDict):
-    """A collated batch (per-sample items have the same keys without the batch dimension)."""
+class VideoSample(TypedDict):
+    """One dataset item: a clip and where it comes from."""
 
-    video: torch.Tensor  # float (B, C, T, H, W); zeros where not valid
-    label: torch.Tensor  # long (B,), -1 when unlabelled
-    video_index: torch.Tensor  # long (B,), index of the video in its split
-    view_index: torch.Tensor  # long (B,), temporal_view * num_spatial_crops + spatial_crop
-    valid: torch.Tensor  # bool (B,), False when the video could not be decoded (evaluation)
+    video: torch.Tensor  # float (C, T, H, W); zeros where not valid
+    label: int  # -1 when unlabelled
+    video_index: int  # index of the video in its split
+    view_index: int  # temporal_view * num_spatial_crops + spatial_crop (0 in training)
+    valid: bool  # False when the video could not be decoded (evaluation)
+    path: str
+    retries: int  # broken videos skipped to produce this sample (training)
+
+
+class VideoBatch(TypedDict):
+    """A collated batch of :class:`VideoSample` (the DataLoader's default collation)."""
+
+    video: torch.Tensor  # float (B, C, T, H, W)
+    label: torch.Tensor  # long (B,)
+    video_index: torch.Tensor  # long (B,)
+    view_index: torch.Tensor  # long (B,)
+    valid: torch.Tensor  # bool (B,)
     path: list[str]
-    retries: torch.Tensor  # long (B,), broken videos skipped to produce this sample (training)
+    retries: torch.Tensor  # long (B,)
 
 
 def log_failure(err: VideoDecodeError) -> None:
@@ -46,40 +59,33 @@ def log_failure(err: VideoDecodeError) -> None:
 
 
 class VideoDataset(Dataset):
-    """Clips from annotated videos, decoded lazily with the chosen backend.
+    """Clips from annotated videos, decoded lazily with the spec's backend.
 
-    In training (``train=True``) item ``i`` is a random clip of video ``i``. In evaluation item
-    ``i`` is view ``i % num_views`` of video ``i // num_views``, where view ``v`` is temporal
-    clip ``v // num_spatial_crops`` and spatial crop ``v % num_spatial_crops``.
+    In training (``train=True``) item ``i`` is a random clip of video ``i``, through
+    ``transform``. In evaluation item ``i`` is view ``i % num_views`` of video
+    ``i // num_views`` (:mod:`lightning_tsf.data.views`), normalised with ``normalize``.
     """
 
     def __init__(
         self,
         records: Sequence[VideoRecord],
+        spec: ViewSpec,
         *,
         train: bool,
-        transform: TrainTransform | EvalTransform,
-        sampler: str = "dense",
-        num_frames: int = 8,
-        sampling_rate: int = 32,
-        num_temporal_views: int = 1,
-        num_spatial_crops: int = 1,
-        backend: str = "decord",
-        decode_short_side: int | None = None,
+        transform: TrainTransform | None = None,
+        normalize: Normalize | None = None,
         max_decode_retries: int = 10,
     ) -> None:
+        if train and transform is None:
+            raise ValueError("a training dataset needs a TrainTransform")
         self.records = list(records)
         self.train = train
+        # Training draws one clip per video: views belong to evaluation only.
+        self.spec = replace(spec, num_temporal_views=1, num_spatial_crops=1) if train else spec
         self.transform = transform
-        self.sampler = sampler
-        self.num_frames = num_frames
-        self.sampling_rate = sampling_rate
-        self.num_temporal_views = 1 if train else num_temporal_views
-        self.num_spatial_crops = 1 if train else num_spatial_crops
-        self.backend = backend
-        self.decode_short_side = decode_short_side
+        self.normalize = normalize or Normalize(DEFAULT_MEAN, DEFAULT_STD)
         self.max_decode_retries = max_decode_retries
-        self._cache: tuple[tuple[str, tuple[int, ...]], torch.Tensor] | None = None
+        self._cache: tuple[tuple[str, int], torch.Tensor] | None = None
 
     @property
     def num_videos(self) -> int:
@@ -89,56 +95,40 @@ class VideoDataset(Dataset):
     @property
     def num_views(self) -> int:
         """Views per video (1 in training)."""
-        return self.num_temporal_views * self.num_spatial_crops
+        return self.spec.num_views
 
     def __len__(self) -> int:
         return self.num_videos * self.num_views
 
-    def _indices(self, num_video_frames: int, view: int, rng: np.random.Generator) -> np.ndarray:
-        return sample_indices(
-            self.sampler,
-            num_video_frames,
-            self.num_frames,
-            self.sampling_rate,
-            train=self.train,
-            view=view,
-            num_views=self.num_temporal_views,
-            rng=rng,
+    def _sample(
+        self, video_index: int, view: int, retries: int, valid: bool, clip: torch.Tensor
+    ) -> VideoSample:
+        record = self.records[video_index]
+        return VideoSample(
+            video=clip,
+            label=record.label,
+            video_index=video_index,
+            view_index=view,
+            valid=valid,
+            path=record.path,
+            retries=retries,
         )
 
-    def _decode(self, path: str, view: int, rng: np.random.Generator) -> np.ndarray:
-        reader = make_reader(path, self.backend, self.decode_short_side)
-        try:
-            return reader.get_frames(self._indices(len(reader), view, rng))
-        finally:
-            reader.close()
-
-    def _sample(self, video_index: int, view: int, retries: int, valid: bool, clip: torch.Tensor):
-        record = self.records[video_index]
-        return {
-            "video": clip,
-            "label": record.label,
-            "video_index": video_index,
-            "view_index": view,
-            "valid": valid,
-            "path": record.path,
-            "retries": retries,
-        }
-
-    def __getitem__(self, index: int) -> dict:
-        # Seeded from torch so that workers differ and ``seed_everything`` makes runs repeatable.
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    def __getitem__(self, index: int) -> VideoSample:
         if self.train:
+            # Seeded from torch so that workers differ and ``seed_everything`` repeats runs.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
             return self._train_item(index, rng)
-        return self._eval_item(index, rng)
+        return self._eval_item(index)
 
-    def _train_item(self, index: int, rng: np.random.Generator) -> dict:
+    def _train_item(self, index: int, rng: np.random.Generator) -> VideoSample:
+        assert self.transform is not None
         failed: list[str] = []
         video_index = index
         while True:
             path = self.records[video_index].path
             try:
-                frames = self._decode(path, 0, rng)
+                frames = decode_clip(path, self.spec, train=True, rng=rng)
                 return self._sample(video_index, 0, len(failed), True, self.transform(frames, rng))
             except VideoDecodeError as err:
                 log_failure(err)
@@ -150,29 +140,28 @@ class VideoDataset(Dataset):
                 )
             video_index = int(rng.integers(0, self.num_videos))
 
-    def _eval_item(self, index: int, rng: np.random.Generator) -> dict:
+    def _eval_item(self, index: int) -> VideoSample:
         video_index, view = divmod(index, self.num_views)
-        temporal, spatial = divmod(view, self.num_spatial_crops)
+        temporal, spatial = self.spec.split(view)
         path = self.records[video_index].path
-        assert isinstance(self.transform, EvalTransform)
         try:
-            # The spatial crops of one temporal clip share a decode: views come in order.
-            resized = self._resized_clip(path, temporal, rng)
-            clip = self.transform.crop(resized, spatial)
+            resized = self._temporal_view(path, temporal)
+            clip = self.normalize(spatial_view(resized, self.spec, spatial))
             valid = True
         except VideoDecodeError as err:
             log_failure(err)
-            c = self.transform.crop_size
-            clip = torch.zeros((3, self.num_frames, c, c), dtype=torch.float32)
+            c = self.spec.crop_size
+            clip = torch.zeros((3, self.spec.num_frames, c, c), dtype=torch.float32)
             valid = False
         return self._sample(video_index, view, 0, valid, clip)
 
-    def _resized_clip(self, path: str, temporal: int, rng: np.random.Generator) -> torch.Tensor:
-        key = (path, (temporal,))
+    def _temporal_view(self, path: str, temporal: int) -> torch.Tensor:
+        """The spatial crops of one temporal clip share a decode: views come in order."""
+        key = (path, temporal)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         self._cache = None
-        resized = self.transform.resize(self._decode(path, temporal, rng))
+        resized = temporal_view(path, self.spec, temporal)
         self._cache = (key, resized)
         return resized
 

@@ -17,8 +17,8 @@ from functools import partial
 from pathlib import Path
 
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS
-from lightning_tsf.data.check import parallel_map
 from lightning_tsf.data.encode import VideoWriter
+from lightning_tsf.data.parallel import parallel_map
 
 ANNOTATION_EXTENSIONS = (".csv", ".json", ".txt")
 

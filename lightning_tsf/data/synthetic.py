@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_tsf.data.check import parallel_map
 from lightning_tsf.data.encode import write_video
+from lightning_tsf.data.parallel import parallel_map
 
 SPLITS = ("train", "val", "test")
 MOTIONS = ("translate", "orbit")

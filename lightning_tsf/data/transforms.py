@@ -39,6 +39,18 @@ def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]
     return int(math.floor(height * short_side / width)), short_side
 
 
+def resize_short_side(frames: np.ndarray | torch.Tensor, short_side: int) -> torch.Tensor:
+    """(T, H, W, C) uint8 frames -> (T, C, H', W') uint8 with the short side at ``short_side``."""
+    x = _as_tchw(frames)
+    return _resize(x, short_side_size(*x.shape[-2:], short_side))
+
+
+def spatial_crop(resized: torch.Tensor, crop: int, index: int, num_crops: int) -> torch.Tensor:
+    """Crop ``index`` of ``num_crops`` (see :func:`spatial_crop_offsets`) of ``(T, C, H, W)``."""
+    y, x = spatial_crop_offsets(*resized.shape[-2:], crop, index, num_crops)
+    return resized[:, :, y : y + crop, x : x + crop]
+
+
 def spatial_crop_offsets(
     height: int, width: int, crop: int, index: int, num_crops: int
 ) -> tuple[int, int]:
@@ -111,36 +123,3 @@ class TrainTransform:
         if self.horizontal_flip and rng.random() < 0.5:
             x = x.flip(-1)
         return self.normalize(x)
-
-
-class EvalTransform:
-    """Short side resized to ``crop_size``, then spatial crop ``index`` of ``num_crops``."""
-
-    def __init__(
-        self,
-        crop_size: int = 224,
-        num_crops: int = 1,
-        mean: Sequence[float] = DEFAULT_MEAN,
-        std: Sequence[float] = DEFAULT_STD,
-    ) -> None:
-        if num_crops not in (1, 3):
-            raise ValueError("num_spatial_crops must be 1 or 3")
-        self.crop_size = crop_size
-        self.num_crops = num_crops
-        self.normalize = Normalize(mean, std)
-
-    def resize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(T, H, W, C) uint8 → (T, C, H', W') uint8 with short side ``crop_size``."""
-        x = _as_tchw(frames)
-        return _resize(x, short_side_size(*x.shape[-2:], self.crop_size))
-
-    def crop(self, resized: torch.Tensor, index: int) -> torch.Tensor:
-        """Crop ``index`` of a :meth:`resize` output, normalised to (C, T, crop, crop)."""
-        h, w = resized.shape[-2:]
-        y, x = spatial_crop_offsets(h, w, self.crop_size, index, self.num_crops)
-        c = self.crop_size
-        return self.normalize(resized[:, :, y : y + c, x : x + c])
-
-    def __call__(self, frames: np.ndarray, index: int = 0) -> torch.Tensor:
-        """Resize and take crop ``index``."""
-        return self.crop(self.resize(frames), index)

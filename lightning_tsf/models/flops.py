@@ -7,13 +7,11 @@ one multiply-add as one). ``tsf flops`` prints the table for every scheme and va
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_tsf.models.presets import PRESETS, create_model
-from lightning_tsf.models.timesformer import BLOCKS, TimeSformer
+from lightning_tsf.models.presets import create_model
+from lightning_tsf.models.timesformer import TimeSformer
 
 # Paper, Table 1 (params without head, ViT-Base 8x224) and the multiply-adds it reports.
 PAPER_PARAMS_M = {
@@ -104,17 +102,3 @@ def format_table(rows: list[dict]) -> str:
             f"{_fmt(r['gmacs'], r['paper_gmacs'])} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tsf flops", description=__doc__)
-    parser.add_argument(
-        "--variants",
-        nargs="+",
-        default=["timesformer", "timesformer_hr", "timesformer_l"],
-        choices=list(PRESETS),
-    )
-    parser.add_argument("--schemes", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
-    args = parser.parse_args(argv)
-    print(format_table(macs_table(args.variants, args.schemes)))
-    return 0

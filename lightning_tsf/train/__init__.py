@@ -1,1 +1,1 @@
-"""Training side: LightningCLI entry point, callbacks, optimisation recipes, demo, ablation."""
+"""Training: the ``VideoClassifier`` LightningModule, optimisation recipes and callbacks."""

@@ -15,6 +15,8 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_tsf.data.datamodule import VideoDataModule
+
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes ``.<name>.tmp`` next to the target, then ``os.replace``s.
@@ -97,10 +99,9 @@ class GlobalBatchSize(Callback):
         self.global_batch_size = global_batch_size
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        batch = getattr(getattr(datamodule, "hparams", {}), "get", lambda *_: None)("batch_size")
-        if stage != "fit" or not batch:
+        if stage != "fit" or not isinstance(trainer.datamodule, VideoDataModule):
             return
+        batch = trainer.datamodule.batch_size
         per_step = batch * trainer.world_size
         accumulate = max(1, math.ceil(self.global_batch_size / per_step))
         trainer.accumulate_grad_batches = accumulate

@@ -1,5 +1,5 @@
-"""Inspection of TimeSformer models: attention rollout heatmaps, t-SNE of features, prediction on
-video files, feature extraction, dashboard callbacks and the compute scaling report.
+"""Pictures of TimeSformer models: attention rollout heatmaps, t-SNE and confusion plots, and the
+dashboard callbacks that log them during training.
 
 Names are imported lazily (matplotlib, scikit-learn and wandb load only when used).
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
-from lightning_tsf.viz.features import VideoOutputs, plot_confusion, plot_tsne, tsne_embed
+from lightning_tsf.inference import VideoOutputs
 from lightning_tsf.viz.heatmap import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -31,6 +32,7 @@ from lightning_tsf.viz.heatmap import (
     render_heatmaps,
     save_png,
 )
+from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
 
 
 def _wandb(trainer: pl.Trainer) -> WandbLogger | None:
@@ -60,8 +62,15 @@ def _dataset_items(dataset, indices: list[int]) -> list[dict]:
 
 
 def _norm_stats(trainer: pl.Trainer) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    hp = getattr(trainer.datamodule, "hparams", {}) or {}
-    return tuple(hp.get("mean", DEFAULT_MEAN)), tuple(hp.get("std", DEFAULT_STD))
+    datamodule = trainer.datamodule
+    return getattr(datamodule, "mean", DEFAULT_MEAN), getattr(datamodule, "std", DEFAULT_STD)
+
+
+# Per trainer: (epoch key, batches seen, outputs) of the current validation epoch, shared by
+# the callbacks that need per-video outputs so the extra forward pass runs once per batch.
+_SHARED: weakref.WeakKeyDictionary[pl.Trainer, tuple[tuple[int, int], set, VideoOutputs]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _VizCallback(pl.Callback):
@@ -96,7 +105,7 @@ class _VizCallback(pl.Callback):
 
     def outputs(self, trainer: pl.Trainer) -> dict[str, Any] | None:
         """This epoch's per-video outputs, or None if no batch was collected."""
-        store = getattr(trainer, "_tsf_viz_outputs", None)
+        store = _SHARED.get(trainer)
         if store is None or store[0] != _epoch_key(trainer) or not store[2].features:
             return None
         return store[2].videos()
@@ -108,10 +117,10 @@ def _epoch_key(trainer: pl.Trainer) -> tuple[int, int]:
 
 def _shared_outputs(trainer, batch, batch_idx, dataloader_idx, pl_module) -> None:
     """Run the net once per validation batch for all callbacks that need outputs."""
-    store = getattr(trainer, "_tsf_viz_outputs", None)
+    store = _SHARED.get(trainer)
     if store is None or store[0] != _epoch_key(trainer):
         store = (_epoch_key(trainer), set(), VideoOutputs())
-        trainer._tsf_viz_outputs = store
+        _SHARED[trainer] = store
     if (dataloader_idx, batch_idx) not in store[1]:
         store[1].add((dataloader_idx, batch_idx))
         store[2].add(pl_module.net, batch)

@@ -1,4 +1,5 @@
-"""``tsf predict-videos``, ``tsf heatmap`` and ``tsf extract-features``: a trained model on files.
+"""``tsf predict-files``, ``tsf heatmap-files``, ``tsf features-files`` and ``tsf tsne``:
+a trained model on video files (the work is done by :mod:`lightning_tsf.inference`).
 
 Each video is decoded into the evaluation views (``--num-temporal-views`` clips x
 ``--num-spatial-crops`` crops); predictions average the views' softmax, features average the
@@ -13,29 +14,72 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import Tensor
 
-from lightning_tsf.models import TimeSformer
-from lightning_tsf.viz.heatmap import save_heatmap_grid
-from lightning_tsf.viz.inference import (
-    ClipSettings,
-    add_model_args,
-    batched,
+from lightning_tsf.data.annotations import read_class_names
+from lightning_tsf.data.decode import BACKENDS
+from lightning_tsf.data.sampling import SAMPLERS
+from lightning_tsf.inference import (
+    DataSettings,
     collect_videos,
     error_line,
+    load_model,
     load_views,
-    setup_from_args,
+    predict_video,
+    video_features,
 )
+from lightning_tsf.models import BLOCKS, TimeSformer
+from lightning_tsf.viz.heatmap import save_heatmap_grid
+from lightning_tsf.viz.plots import plot_tsne, tsne_embed
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the file commands: inputs, model source and view settings."""
+    parser.add_argument("inputs", nargs="+", help="video files, folders or annotation files")
+    parser.add_argument("--checkpoint", required=True, help="Lightning/official/HF checkpoint")
+    parser.add_argument("--preset", help="model preset, when the checkpoint has no config")
+    parser.add_argument("--model-config", help="YAML of TimeSformer arguments")
+    parser.add_argument("--attention-type", choices=list(BLOCKS), help="override the scheme")
+    parser.add_argument("--class-names", help="class-name file (one per line, or JSON)")
+    parser.add_argument("--num-frames", type=int, help="frames per clip (default: checkpoint)")
+    parser.add_argument("--sampling-rate", type=int, help="frame stride of dense clips")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="clip sampler")
+    parser.add_argument("--crop-size", type=int, help="crop size (default: model img_size)")
+    parser.add_argument("--num-spatial-crops", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--num-temporal-views", type=int, default=1)
+    parser.add_argument("--backend", choices=BACKENDS, help="decoder (default: checkpoint's)")
+    parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_from_args(args: argparse.Namespace) -> tuple[TimeSformer, DataSettings]:
+    """Model (on ``args.device``) and data settings: the checkpoint's, then the options'."""
+    overrides = {"attention_type": args.attention_type} if args.attention_type else None
+    model, settings = load_model(args.checkpoint, args.preset, args.model_config, overrides)
+    model.to(args.device)
+    given = {
+        "num_frames": args.num_frames,
+        "sampling_rate": args.sampling_rate,
+        "sampler": args.sampler,
+        "crop_size": args.crop_size,
+        "num_spatial_crops": args.num_spatial_crops,
+        "num_temporal_views": args.num_temporal_views,
+        "backend": args.backend,
+    }
+    settings.spec = replace(settings.spec, **{k: v for k, v in given.items() if v is not None})
+    if args.class_names:
+        settings.class_names = read_class_names(args.class_names)
+    return model, settings
 
 
 def _iter_videos(
-    inputs: list[str], settings: ClipSettings, failures: list[str]
+    inputs: list[str], settings: DataSettings, failures: list[str]
 ) -> Iterator[tuple[str, int, Tensor, np.ndarray]]:
     """Decoded ``(path, label, views, centre frames)``; failures printed and collected."""
     for path, label in collect_videos(inputs):
@@ -51,17 +95,6 @@ def _iter_videos(
 def heatmap_name(path: str, index: int) -> str:
     """PNG file name for a video's heatmap: its stem, prefixed by its position (unique)."""
     return f"{index:04d}_{Path(path).stem}.png"
-
-
-def predict_video(
-    model: TimeSformer, views: Tensor, topk: int, class_names: list[str], batch_size: int = 8
-) -> dict[str, Any]:
-    """Top-``topk`` classes of the views' averaged softmax: indices, names, probabilities."""
-    probs = batched(model, "forward", views, batch_size).softmax(-1).mean(0)
-    p, idx = probs.topk(min(topk, len(probs)))
-    ids = idx.tolist()
-    names = [class_names[i] if i < len(class_names) else str(i) for i in ids]
-    return {"indices": ids, "classes": names, "probs": [round(float(x), 6) for x in p]}
 
 
 def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> Path:
@@ -92,35 +125,35 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def _run(
     args: argparse.Namespace,
-    per_video: Callable[[TimeSformer, ClipSettings, list[str], tuple], dict[str, Any]],
+    per_video: Callable[[TimeSformer, DataSettings, tuple], dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Load the model, run ``per_video`` on every decodable input; failures become rows too."""
-    model, settings, names = setup_from_args(args)
+    model, settings = setup_from_args(args)
     failures: list[str] = []
     rows = []
     for item in _iter_videos(args.inputs, settings, failures):
-        rows.append({"path": item[0], "label": item[1], **per_video(model, settings, names, item)})
+        rows.append({"path": item[0], "label": item[1], **per_video(model, settings, item)})
     rows += [{"path": p, "error": "cannot decode"} for p in failures]
     return rows, failures
 
 
 def predict_main(argv: list[str]) -> int:
-    """``tsf predict-videos``: top-k classes of each video; JSON/CSV and optional heatmaps."""
-    parser = _parser("predict-videos", "Predict the classes of video files.")
+    """``tsf predict-files``: top-k classes of each video; JSON/CSV and optional heatmaps."""
+    parser = _parser("predict-files", "Predict the classes of video files.")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--out", help="write predictions to this .json or .csv file")
     parser.add_argument("--save-heatmap", metavar="DIR", help="write a rollout PNG per video")
     args = parser.parse_args(argv)
     count = [0]
 
-    def one(model, settings, names, item) -> dict[str, Any]:
+    def one(model, settings, item) -> dict[str, Any]:
         path, _, views, frames = item
-        result = predict_video(model, views, args.topk, names, args.batch_size)
+        result = predict_video(model, views, args.topk, settings.class_names, args.batch_size)
         top = "  ".join(f"{c} ({p:.3f})" for c, p in zip(result["classes"], result["probs"]))
         print(f"{path}: {top}")
         if args.save_heatmap:
             png = Path(args.save_heatmap) / heatmap_name(path, count[0])
-            save_heatmap_grid(model, views[settings.centre_view], frames, png,
+            save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
                               mean=settings.mean, std=settings.std)  # fmt: skip
             result["heatmap"] = str(png)
         count[0] += 1
@@ -133,17 +166,17 @@ def predict_main(argv: list[str]) -> int:
 
 
 def heatmap_main(argv: list[str]) -> int:
-    """``tsf heatmap``: the attention-rollout heatmap grid (and raw maps) of each video."""
-    parser = _parser("heatmap", "Attention rollout heatmaps of video files.")
+    """``tsf heatmap-files``: the attention-rollout heatmap grid (and raw maps) of each video."""
+    parser = _parser("heatmap-files", "Attention rollout heatmaps of video files.")
     parser.add_argument("--out-dir", required=True, help="PNG grids and maps.pt go here")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
     maps: dict[str, Tensor] = {}
 
-    def one(model, settings, names, item) -> dict[str, Any]:
+    def one(model, settings, item) -> dict[str, Any]:
         path, _, views, frames = item
         png = out / heatmap_name(path, len(maps))
-        maps[path] = save_heatmap_grid(model, views[settings.centre_view], frames, png,
+        maps[path] = save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
                                        mean=settings.mean, std=settings.std)[0]  # fmt: skip
         print(f"{path}: {png}")
         return {"heatmap": str(png)}
@@ -154,40 +187,20 @@ def heatmap_main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
-@torch.no_grad()
-def video_features(
-    model: TimeSformer, views: Tensor, frame_tokens: bool = False, batch_size: int = 8
-) -> tuple[Tensor, Tensor | None]:
-    """cls feature ``(D,)`` averaged over views, and optionally per-frame tokens ``(T, D)``:
-    the normalised patch tokens of each frame averaged over its patches (and over views)."""
-    feats = batched(model, "forward_features", views, batch_size).mean(0)
-    if not frame_tokens:
-        return feats, None
-    if model.attention_type == "space_only":
-        raise ValueError("space_only averages frames inside the model: no per-frame tokens")
-    device = next(model.parameters()).device
-    per_view = []
-    for chunk in views.split(batch_size):
-        tokens, _ = model.forward_tokens(chunk.to(device))
-        patches = model.norm(tokens)[:, 1:].float().cpu()  # (B, N*T, D), order (h w t)
-        per_view.append(rearrange(patches, "b (n t) d -> b t n d", t=views.shape[2]).mean(2))
-    return feats, torch.cat(per_view).mean(0)
-
-
 def extract_features_main(argv: list[str]) -> int:
-    """``tsf extract-features``: ``features.npy`` (V, D), ``index.csv``, optional tokens.
+    """``tsf features-files``: ``features.npy`` (V, D), ``index.csv``, optional tokens.
 
     ``index.csv`` has one row per feature row: ``row,path,label``. ``--frame-tokens`` also
     writes ``frame_tokens.pt``, a ``(V, T, D)`` tensor.
     """
-    parser = _parser("extract-features", "Write one feature vector per video.")
+    parser = _parser("features-files", "Write one feature vector per video.")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--frame-tokens", action="store_true", help="also per-frame tokens")
     args = parser.parse_args(argv)
     feats: list[Tensor] = []
     tokens: list[Tensor] = []
 
-    def one(model, settings, names, item) -> dict[str, Any]:
+    def one(model, settings, item) -> dict[str, Any]:
         f, t = video_features(model, item[2], args.frame_tokens, args.batch_size)
         feats.append(f)
         if t is not None:
@@ -208,3 +221,22 @@ def extract_features_main(argv: list[str]) -> int:
         torch.save(torch.stack(tokens), out / "frame_tokens.pt")
     print(f"wrote {len(good)} feature vectors to {out}")
     return 1 if failures else 0
+
+
+def tsne_main(argv: list[str]) -> int:
+    """``tsf tsne``: plot the features written by ``tsf features-files``, coloured by label."""
+    p = argparse.ArgumentParser(prog="tsf tsne", description="t-SNE plot of video features.")
+    p.add_argument("features_dir", help="folder with features.npy and index.csv")
+    p.add_argument("--class-names", help="class-name file")
+    p.add_argument("--out", help="PNG path (default: <features_dir>/tsne.png)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    root = Path(args.features_dir)
+    feats = np.load(root / "features.npy")
+    with (root / "index.csv").open() as f:
+        labels = np.array([int(r["label"]) for r in csv.DictReader(f)])
+    names = read_class_names(args.class_names) if args.class_names else None
+    out = Path(args.out or root / "tsne.png")
+    plot_tsne(tsne_embed(feats, args.seed), labels, names, out)
+    print(f"wrote {out}")
+    return 0

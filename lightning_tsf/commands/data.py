@@ -8,6 +8,7 @@ import sys
 import time
 
 from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, FORMATS
+from lightning_tsf.data.decode import BACKENDS
 
 
 def check_videos_main(argv: list[str]) -> int:
@@ -24,7 +25,7 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--class-names-file", help="default: classnames.txt / labels.json")
     p.add_argument("--video-dir", default="", help="SSv2: folder of the videos under data_root")
     p.add_argument("--video-ext", default=".webm", help="SSv2: video file extension")
-    p.add_argument("--backend", choices=("decord", "pyav"), default="decord")
+    p.add_argument("--backend", choices=BACKENDS, default="decord")
     p.add_argument("--full", action="store_true", help="decode every frame (slow)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")

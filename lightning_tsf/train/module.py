@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_tsf.data.dataset import eval_summary
+from lightning_tsf.data.dataset import VideoBatch, eval_summary
+from lightning_tsf.data.views import average_views
 from lightning_tsf.models import TimeSformer, load_checkpoint
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
@@ -136,7 +137,7 @@ class VideoClassifier(pl.LightningModule):
                     batch_size=len(label),
                 )
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
         """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries."""
         smoothing = self.hparams.label_smoothing
         video, y_a, y_b, lam = self._mix(batch["video"], batch["label"])
@@ -151,7 +152,7 @@ class VideoClassifier(pl.LightningModule):
             self.log("train/decode_retries", retries, reduce_fx="sum", on_epoch=True, batch_size=1)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Clip-level loss and top-1/top-5 over the valid views."""
         valid = torch.as_tensor(batch.get("valid", True), device=self.device).bool()
         valid = valid.expand(batch["label"].shape[0])
@@ -167,7 +168,7 @@ class VideoClassifier(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._eval = {"key": [], "label": [], "probs": [], "failed": []}
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Collect per-view softmax; views that failed to decode are only recorded by path."""
         valid = torch.as_tensor(batch["valid"]).bool().cpu()
         self._eval["failed"] += [p for p, ok in zip(batch["path"], valid.tolist()) if not ok]
@@ -193,10 +194,9 @@ class VideoClassifier(pl.LightningModule):
         probs = torch.cat([g["probs"] for g in rows])
         key, first = _unique_rows(key)  # a view seen twice (sampler padding) counts once
         label, probs = label[first], probs[first]
-        videos, inverse = torch.unique(key[:, 0], return_inverse=True)
-        mean = torch.zeros(len(videos), probs.shape[1]).index_add_(0, inverse, probs)
-        mean /= torch.bincount(inverse, minlength=len(videos)).unsqueeze(1)
-        video_label = torch.zeros(len(videos), dtype=torch.long).scatter_(0, inverse, label)
+        videos, mean = average_views(key[:, 0], probs)
+        video_label = torch.zeros(len(videos), dtype=torch.long)
+        video_label[torch.searchsorted(videos, key[:, 0].contiguous())] = label
         topk = mean.topk(min(5, mean.shape[1]), dim=1).indices
         hits = topk == video_label.unsqueeze(1)
         dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
@@ -208,6 +208,8 @@ class VideoClassifier(pl.LightningModule):
             "total_videos": total,
             "failed": failed,
             "summary": eval_summary(total, failed),
+            "video_index": videos,  # (V,) index of each evaluated video in the split
+            "probs": mean,  # (V, K) softmax averaged over the video's views
         }
         for name in ("acc1", "acc5", "videos"):
             self.log(f"test/{name}", float(self.test_results[name]), rank_zero_only=True)
@@ -217,7 +219,7 @@ class VideoClassifier(pl.LightningModule):
                 log.warning("test saw %d of %d videos", len(videos) + len(failed), total)
 
     # ---------------------------------------------------------------- predict
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict[str, Any]]:
+    def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
         """Per-video top-k classes and probabilities, emitted when all views of a video are in.
 
         Views of a video arrive consecutively (the eval sampler keeps them on one rank).
@@ -228,12 +230,11 @@ class VideoClassifier(pl.LightningModule):
         valid = torch.as_tensor(batch.get("valid", True)).bool().expand(len(probs)).tolist()
         done = []
         for i, vid in enumerate(batch["video_index"].tolist()):
-            entry = self._pending.setdefault(vid, {"sum": 0, "n": 0, "seen": 0})
+            entry = self._pending.setdefault(vid, {"probs": [], "seen": 0})
             entry["path"] = batch["path"][i]
             entry["seen"] += 1
             if valid[i]:
-                entry["sum"] = entry["sum"] + probs[i]
-                entry["n"] += 1
+                entry["probs"].append(probs[i])
             if entry["seen"] == num_views:
                 done.append(self._prediction(vid, self._pending.pop(vid)))
         batches = self.trainer.num_predict_batches
@@ -243,9 +244,10 @@ class VideoClassifier(pl.LightningModule):
 
     def _prediction(self, video_index: int, entry: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"video_index": video_index, "path": entry["path"]}
-        if not entry["n"]:
+        if not entry["probs"]:
             return {**out, "error": "unreadable video"}
-        mean = entry["sum"] / entry["n"]
+        probs = torch.stack(entry["probs"])
+        mean = average_views(torch.zeros(len(probs), dtype=torch.long), probs)[1][0]
         p, idx = mean.topk(min(self.hparams.top_k, len(mean)))
         names = self.hparams.class_names
         out["classes"] = [names[i] if names else i for i in idx.tolist()]

@@ -1,12 +1,16 @@
-"""Compute scaling report: counts, budget marking, a real measurement, table and plot."""
+"""Compute scaling benchmark (benchmarks/compute_scaling.py): counts, budget marking, a real
+measurement, table and plot."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 from PIL import Image
 
-from lightning_tsf.viz.scaling import estimate_bytes, main, measure, report_rows
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from compute_scaling import estimate_bytes, main, measure, report_rows  # noqa: E402
 
 
 def test_budget_marks_joint_first():

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import torch
 
-from lightning_tsf.train.demo import CONFIG, run_experiment
-
-SCHEMES = (
-    "space_only",
-    "joint_space_time",
-    "divided_space_time",
-    "sparse_local_global",
-    "axial",
-)
+from lightning_tsf.commands.demo import run_experiment
+from lightning_tsf.configs import config_path
+from lightning_tsf.models import BLOCKS
 
 
 def cost(config: str | Path, attention: str) -> tuple[int, float]:
@@ -45,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tsf ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/synthetic")
     parser.add_argument("--out", default="runs/ablation")
-    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--config", default=str(config_path()))
     parser.add_argument("--max-minutes", type=float, default=4.0, help="per scheme")
-    parser.add_argument("--schemes", nargs="*", default=list(SCHEMES))
+    parser.add_argument("--schemes", nargs="*", default=list(BLOCKS), choices=list(BLOCKS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as the demo")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")

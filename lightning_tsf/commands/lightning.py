@@ -24,7 +24,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.models import CheckpointError
-from lightning_tsf.module import VideoClassifier
+from lightning_tsf.train.module import VideoClassifier
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
 

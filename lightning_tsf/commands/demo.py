@@ -1,9 +1,9 @@
 """``tsf demo``: synthetic temporal dataset -> CPU training -> multi-view test -> summary.
 
 The README's main command. Generates ``data/synthetic`` if absent, trains the small divided
-space-time TimeSformer of ``experiments/demo_synthetic.yaml`` with the Lightning Trainer (W&B
-offline, a ``max_time`` guard), tests it with 3 spatial views per video and prints test top-1
-and where the checkpoint, config and W&B run are.
+space-time TimeSformer of the packaged ``lightning_tsf/configs/demo_synthetic.yaml`` with the
+Lightning Trainer (W&B offline, a ``max_time`` guard), tests it with 3 spatial views per video
+and prints test top-1 and where the checkpoint, config and W&B run are.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "demo_synthetic.yaml"
+from lightning_tsf.configs import config_path
 
 
 class EpochPrinter(Callback):
@@ -47,10 +47,10 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Fit ``config`` on ``root`` into run folder ``out``, then multi-view test the final model.
 
-    Returns the test results of :class:`~lightning_tsf.module.VideoClassifier` plus
+    Returns the test results of :class:`~lightning_tsf.train.module.VideoClassifier` plus
     ``fit_seconds``, ``checkpoint``, ``config`` and ``wandb_dir``.
     """
-    from lightning_tsf.train.cli import TSFCLI, finish_wandb
+    from lightning_tsf.commands.lightning import TSFCLI, finish_wandb
 
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
@@ -80,8 +80,8 @@ def run_experiment(
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
-    from lightning_tsf.viz.features import save_tsne
     from lightning_tsf.viz.heatmap import save_heatmap_grid
+    from lightning_tsf.viz.plots import save_tsne
 
     net = model.net.eval()
     dataset = datamodule.make_dataset("test")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tsf demo", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="data/synthetic", help="synthetic dataset folder")
     parser.add_argument("--out", default="runs/demo", help="run folder")
-    parser.add_argument("--config", default=str(CONFIG), help="experiment YAML")
+    parser.add_argument("--config", default=str(config_path()), help="experiment YAML")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training time guard")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (the loader workers get the rest)"
