@@ -21,7 +21,7 @@ from torch import Tensor
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, read_kinetics_csv
 from lightning_tsf.data.dataset import VideoBatch
 from lightning_tsf.data.decode import VideoDecodeError
-from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import ViewSpec, average_views, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint
 from lightning_tsf.models.checkpoint import read_checkpoint
@@ -157,8 +157,7 @@ def load_views(path: str, settings: DataSettings) -> tuple[Tensor, np.ndarray]:
     :class:`~lightning_tsf.data.decode.VideoDecodeError`.
     """
     raw = read_views(path, settings.spec)  # (V, T, C, S, S) uint8
-    normalize = Normalize(settings.mean, settings.std)
-    views = torch.stack([normalize(v) for v in raw])
+    views = normalize_video(raw.transpose(1, 2), settings.mean, settings.std)  # (V, C, T, S, S)
     frames = raw[settings.spec.centre_view].permute(0, 2, 3, 1).contiguous().numpy()
     return views, frames
 
@@ -219,8 +218,14 @@ def error_line(err: Exception) -> str:
 # ---------------------------------------------------------------------------- over a dataloader
 @dataclass
 class VideoOutputs:
-    """Per-view outputs accumulated batch by batch, then averaged per video by :meth:`videos`."""
+    """Per-view outputs accumulated batch by batch, then averaged per video by :meth:`videos`.
 
+    Batches straight from a DataLoader hold uint8 clips: they are normalised with ``mean`` and
+    ``std``; batches that went through a LightningModule's transfer are float already.
+    """
+
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
     features: list[Tensor] = field(default_factory=list)
     logits: list[Tensor] = field(default_factory=list)
     labels: list[Tensor] = field(default_factory=list)
@@ -235,7 +240,10 @@ class VideoOutputs:
         if not valid.any():
             return
         device = next(model.parameters()).device
-        feats = model.forward_features(batch["video"][valid.to(batch["video"].device)].to(device))
+        video = batch["video"][valid.to(batch["video"].device)].to(device)
+        if video.dtype == torch.uint8:
+            video = normalize_video(video, self.mean, self.std)
+        feats = model.forward_features(video)
         self.features.append(feats.float().cpu())
         self.logits.append(model.forward_head(feats).float().cpu())
         self.labels.append(torch.as_tensor(batch["label"]).cpu()[valid])
@@ -269,12 +277,17 @@ class VideoOutputs:
 
 
 def collect_outputs(
-    model: TimeSformer, batches: Iterable[VideoBatch], limit: int | None = None
+    model: TimeSformer,
+    batches: Iterable[VideoBatch],
+    limit: int | None = None,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
 ) -> dict[str, np.ndarray | list[str]]:
-    """:meth:`VideoOutputs.videos` of ``model`` (put in eval mode) over a dataloader."""
+    """:meth:`VideoOutputs.videos` of ``model`` (put in eval mode) over a dataloader whose
+    uint8 clips are normalised with ``mean``/``std``."""
     was_training = model.training
     model.eval()
-    outputs = VideoOutputs()
+    outputs = VideoOutputs(tuple(mean), tuple(std))
     try:
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:

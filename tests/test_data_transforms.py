@@ -6,15 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from lightning_tsf.data.transforms import (
-    Normalize,
     TrainTransform,
+    normalize_video,
     resize_short_side,
     spatial_crop,
     spatial_crop_offsets,
 )
 from lightning_tsf.data.views import ViewSpec
-
-IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # output = uint8 value
 
 
 def coord_frames(t: int, h: int, w: int) -> np.ndarray:
@@ -24,11 +22,19 @@ def coord_frames(t: int, h: int, w: int) -> np.ndarray:
     return np.repeat(frame[None], t, 0)
 
 
-def test_normalize_values_and_layout():
-    x = torch.full((2, 3, 4, 5), 255, dtype=torch.uint8)
-    out = Normalize((0.45,) * 3, (0.225,) * 3)(x)
-    assert out.shape == (3, 2, 4, 5) and out.is_contiguous() and out.dtype == torch.float32
-    torch.testing.assert_close(out, torch.full_like(out, (1 - 0.45) / 0.225))
+def test_normalize_video_matches_the_formula():
+    """On-device normalisation equals ``(x / 255 - mean) / std`` per channel, written out here
+    (the float transform the workers applied before clips stayed uint8)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 4, 5, 6), dtype=torch.uint8, generator=g)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    out = normalize_video(x, mean, std)
+    ref = torch.stack([(x[:, c].double() / 255 - mean[c]) / std[c] for c in range(3)], 1)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, atol=1e-6, rtol=0)
+    full = normalize_video(torch.full((3, 2, 4, 5), 255, dtype=torch.uint8), (0.45,) * 3,
+                           (0.225,) * 3)  # fmt: skip
+    torch.testing.assert_close(full, torch.full_like(full, (1 - 0.45) / 0.225))
 
 
 @pytest.mark.parametrize(
@@ -65,13 +71,13 @@ def test_eval_resizes_short_side_to_crop():
 
 def test_train_transform_shape_and_scale_range():
     frames = coord_frames(8, 64, 96)
-    transform = TrainTransform(32, scale=(32, 48), horizontal_flip=False, **IDENTITY)
+    transform = TrainTransform(32, scale=(32, 48), horizontal_flip=False)
     rng = np.random.default_rng(0)
     for _ in range(20):
         out = transform(frames, rng)
-        assert out.shape == (3, 8, 32, 32) and out.dtype == torch.float32
+        assert out.shape == (3, 8, 32, 32) and out.dtype == torch.uint8 and out.is_contiguous()
         # Column step per output pixel = 64 / short side, i.e. in [64/48, 64/32] = [1.33, 2].
-        step = float(out[0, 0, 0, -1] - out[0, 0, 0, 0]) / 31
+        step = (float(out[0, 0, 0, -1]) - float(out[0, 0, 0, 0])) / 31
         assert 1.2 <= step <= 2.1
         assert torch.equal(out[:, 0], out[:, -1])  # identical frames stay identical
 
@@ -80,11 +86,11 @@ def test_train_transform_flip():
     frames = coord_frames(2, 32, 32)
     rng = np.random.default_rng(1)
     flipped = [
-        TrainTransform(32, (32, 32), True, **IDENTITY)(frames, rng)[0, 0, 0, 0] > 0
+        TrainTransform(32, (32, 32), True)(frames, rng)[0, 0, 0, 0] > 0
         for _ in range(40)
     ]
     assert 5 < sum(flipped) < 35  # p = 0.5
-    no_flip = TrainTransform(32, (32, 32), False, **IDENTITY)
+    no_flip = TrainTransform(32, (32, 32), False)
     assert all(no_flip(frames, rng)[0, 0, 0, 0] == 0 for _ in range(20))
 
 

@@ -50,3 +50,17 @@ def test_checkpoint_hparams_are_plain() -> None:
     video = torch.randn(4, 3, 4, 32, 32)
     mixed, y_a, y_b, lam = model._mix(video, torch.arange(4))
     assert mixed.shape == video.shape and 0 <= lam <= 1
+
+
+def test_batches_are_normalised_after_the_transfer() -> None:
+    """uint8 clips from the workers become ``(x / 255 - mean) / std`` in the module's
+    ``on_after_batch_transfer``, with the mean/std it was given (linked from the data)."""
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    model = VideoClassifier(create_model("timesformer_tiny", num_classes=4), mean=mean, std=std)
+    video = torch.randint(0, 256, (2, 3, 4, 32, 32), dtype=torch.uint8)
+    batch = model.on_after_batch_transfer({"video": video.clone(), "label": torch.zeros(2)}, 0)
+    ref = torch.stack([(video[:, c].double() / 255 - mean[c]) / std[c] for c in range(3)], 1)
+    assert batch["video"].dtype == torch.float32
+    torch.testing.assert_close(batch["video"].double(), ref, atol=1e-6, rtol=0)
+    again = model.on_after_batch_transfer(batch, 0)  # float batches are left alone
+    assert again["video"] is batch["video"]

@@ -80,6 +80,7 @@ def run_experiment(
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
+    from lightning_tsf.data.transforms import normalize_video
     from lightning_tsf.viz.heatmap import save_heatmap_grid
     from lightning_tsf.viz.plots import save_tsne
 
@@ -90,11 +91,14 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
         firsts.setdefault(
             int(dataset.records[i // dataset.num_views].label), i + dataset.num_views // 2
         )
-    videos = torch.stack([dataset[i]["video"] for _, i in sorted(firsts.items())])
-    heatmaps = save_heatmap_grid(net, videos, None, out / "heatmaps.png")
+    clips = torch.stack([dataset[i]["video"] for _, i in sorted(firsts.items())])  # uint8
+    videos = normalize_video(clips, datamodule.mean, datamodule.std)
+    frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
+    heatmaps = save_heatmap_grid(net, videos, frames, out / "heatmaps.png")
     torch.save(heatmaps, out / "heatmaps.pt")
     tsne = out / "tsne.png"
-    save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names)
+    save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
+              mean=datamodule.mean, std=datamodule.std)  # fmt: skip
     return {"heatmaps": str(out / "heatmaps.png"), "tsne": str(tsne)}
 
 

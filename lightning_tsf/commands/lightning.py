@@ -75,6 +75,8 @@ class TSFCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.num_frames", "model.net.init_args.num_frames")
         parser.link_arguments("data.crop_size", "model.net.init_args.img_size")
+        parser.link_arguments("data.mean", "model.mean")
+        parser.link_arguments("data.std", "model.std")
         parser.link_arguments(
             "data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate"
         )

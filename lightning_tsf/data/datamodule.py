@@ -28,7 +28,7 @@ from lightning_tsf.data.annotations import (
 )
 from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
-from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize, TrainTransform
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 from lightning_tsf.data.views import ViewSpec
 
 
@@ -50,7 +50,8 @@ class VideoDataModule(pl.LightningDataModule):
         num_frames, sampling_rate: clip length and stride (stride unused by ``"segment"``).
         crop_size, train_scale: training short-side jitter range and crop size.
         horizontal_flip: None = on for kinetics/folder, off for ssv2 (left/right is in labels).
-        mean, std: per-channel normalisation of [0, 1] pixels.
+        mean, std: per-channel normalisation of [0, 1] pixels, applied by the model on the
+            device (batches hold uint8 clips); the CLI links them into the model.
         num_spatial_crops (1 or 3), num_temporal_views: evaluation views per video.
         batch_size: per GPU/process.
         max_decode_retries: broken videos replaced in a row before a training sample fails.
@@ -147,15 +148,12 @@ class VideoDataModule(pl.LightningDataModule):
         train = stage == "train"
         transform = None
         if train:
-            transform = TrainTransform(
-                hp.crop_size, tuple(hp.train_scale), self.horizontal_flip, self.mean, self.std
-            )
+            transform = TrainTransform(hp.crop_size, tuple(hp.train_scale), self.horizontal_flip)
         return VideoDataset(
             self.records(stage),
             self.view_spec,
             train=train,
             transform=transform,
-            normalize=Normalize(self.mean, self.std),
             max_decode_retries=hp.max_decode_retries,
         )
 

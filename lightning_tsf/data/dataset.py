@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_tsf.data.annotations import VideoRecord
 from lightning_tsf.data.decode import VideoDecodeError
-from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, Normalize, TrainTransform
+from lightning_tsf.data.transforms import TrainTransform, to_clip
 from lightning_tsf.data.views import ViewSpec, decode_clip, spatial_view, temporal_view
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ _logged_failures: set[str] = set()  # per process: each broken path is logged on
 class VideoSample(TypedDict):
     """One dataset item: a clip and where it comes from."""
 
-    video: torch.Tensor  # float (C, T, H, W); zeros where not valid
+    video: torch.Tensor  # uint8 (C, T, H, W); zeros where not valid
     label: int  # -1 when unlabelled
     video_index: int  # index of the video in its split
     view_index: int  # temporal_view * num_spatial_crops + spatial_crop (0 in training)
@@ -42,7 +42,7 @@ class VideoSample(TypedDict):
 class VideoBatch(TypedDict):
     """A collated batch of :class:`VideoSample` (the DataLoader's default collation)."""
 
-    video: torch.Tensor  # float (B, C, T, H, W)
+    video: torch.Tensor  # uint8 (B, C, T, H, W); float32 normalised after the device transfer
     label: torch.Tensor  # long (B,)
     video_index: torch.Tensor  # long (B,)
     view_index: torch.Tensor  # long (B,)
@@ -63,7 +63,8 @@ class VideoDataset(Dataset):
 
     In training (``train=True``) item ``i`` is a random clip of video ``i``, through
     ``transform``. In evaluation item ``i`` is view ``i % num_views`` of video
-    ``i // num_views`` (:mod:`lightning_tsf.data.views`), normalised with ``normalize``.
+    ``i // num_views`` (:mod:`lightning_tsf.data.views`). Clips are uint8 ``(C, T, H, W)``:
+    the model's side normalises them on the device.
     """
 
     def __init__(
@@ -73,7 +74,6 @@ class VideoDataset(Dataset):
         *,
         train: bool,
         transform: TrainTransform | None = None,
-        normalize: Normalize | None = None,
         max_decode_retries: int = 10,
     ) -> None:
         if train and transform is None:
@@ -83,7 +83,6 @@ class VideoDataset(Dataset):
         # Training draws one clip per video: views belong to evaluation only.
         self.spec = replace(spec, num_temporal_views=1, num_spatial_crops=1) if train else spec
         self.transform = transform
-        self.normalize = normalize or Normalize(DEFAULT_MEAN, DEFAULT_STD)
         self.max_decode_retries = max_decode_retries
         self._cache: tuple[tuple[str, int], torch.Tensor] | None = None
 
@@ -146,12 +145,12 @@ class VideoDataset(Dataset):
         path = self.records[video_index].path
         try:
             resized = self._temporal_view(path, temporal)
-            clip = self.normalize(spatial_view(resized, self.spec, spatial))
+            clip = to_clip(spatial_view(resized, self.spec, spatial))
             valid = True
         except VideoDecodeError as err:
             log_failure(err)
             c = self.spec.crop_size
-            clip = torch.zeros((3, self.spec.num_frames, c, c), dtype=torch.float32)
+            clip = torch.zeros((3, self.spec.num_frames, c, c), dtype=torch.uint8)
             valid = False
         return self._sample(video_index, view, 0, valid, clip)
 

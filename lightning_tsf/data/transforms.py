@@ -1,8 +1,9 @@
-"""Spatial transforms from decoded uint8 frames ``(T, H, W, C)`` to a float clip ``(C, T, H, W)``.
+"""Spatial transforms from decoded uint8 frames ``(T, H, W, C)`` to a uint8 clip ``(C, T, H, W)``.
 
-All resizing happens on uint8 (channels-last, one ``interpolate`` call for all frames) before the
-single float conversion, which is fused with normalisation; training crops the source region
-before resizing it, so only ``crop_size²`` pixels are ever interpolated.
+Everything in the DataLoader workers stays uint8: resizing (channels-last, one ``interpolate``
+call for all frames), crops and flips. Training crops the source region before resizing it, so
+only ``crop_size²`` pixels are ever interpolated. The float conversion and normalisation,
+:func:`normalize_video`, run on the device after the batch transfer.
 """
 
 from __future__ import annotations
@@ -71,23 +72,28 @@ def spatial_crop_offsets(
     return y, x
 
 
-class Normalize:
-    """uint8 (T, C, H, W) → float32 contiguous (C, T, H, W), ``(x / 255 - mean) / std``."""
+def to_clip(x: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) uint8 frames -> a contiguous (C, T, H, W) uint8 clip (the model's layout)."""
+    return x.permute(1, 0, 2, 3).contiguous()
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        std_t = torch.tensor(std, dtype=torch.float32)
-        self.scale = (1.0 / (255.0 * std_t)).view(-1, 1, 1, 1)
-        self.shift = (torch.tensor(mean, dtype=torch.float32) / std_t).view(-1, 1, 1, 1)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        t, c, h, w = x.shape
-        out = torch.empty((c, t, h, w), dtype=torch.float32)
-        out.copy_(x.permute(1, 0, 2, 3))
-        return out.mul_(self.scale).sub_(self.shift)
+def normalize_video(
+    video: torch.Tensor, mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
+) -> torch.Tensor:
+    """uint8 clips ``(..., C, T, H, W)`` -> float32 ``(x / 255 - mean) / std`` per channel.
+
+    Runs where ``video`` is: on the GPU after the batch transfer (4x less traffic than float
+    clips), on the CPU for inference. Computed as ``x * (1 / (255 std)) - mean / std``.
+    """
+    std_t = torch.tensor(std, dtype=torch.float32, device=video.device)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=video.device)
+    shape = (-1, 1, 1, 1)
+    scale, shift = (1.0 / (255.0 * std_t)).view(shape), (mean_t / std_t).view(shape)
+    return video.to(torch.float32).mul_(scale).sub_(shift)
 
 
 class TrainTransform:
-    """Random short-side scale jitter, random crop, optional horizontal flip, normalisation.
+    """Random short-side scale jitter, random crop, optional horizontal flip (uint8 throughout).
 
     Equivalent to scaling the short side to ``S ~ U[scale_min, scale_max]`` and cropping
     ``crop_size`` at a random position, but the crop window is mapped back to source pixels
@@ -99,16 +105,13 @@ class TrainTransform:
         crop_size: int = 224,
         scale: tuple[int, int] = (256, 320),
         horizontal_flip: bool = True,
-        mean: Sequence[float] = DEFAULT_MEAN,
-        std: Sequence[float] = DEFAULT_STD,
     ) -> None:
         self.crop_size = crop_size
         self.scale = (int(scale[0]), int(scale[1]))
         self.horizontal_flip = horizontal_flip
-        self.normalize = Normalize(mean, std)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """Transform (T, H, W, C) uint8 frames into a normalised (C, T, crop, crop) clip."""
+        """Transform (T, H, W, C) uint8 frames into a uint8 (C, T, crop, crop) clip."""
         x = _as_tchw(frames)
         h, w = x.shape[-2:]
         crop = self.crop_size
@@ -122,4 +125,4 @@ class TrainTransform:
         x = _resize(x[:, :, ys:ye, xs:xe], (crop, crop))
         if self.horizontal_flip and rng.random() < 0.5:
             x = x.flip(-1)
-        return self.normalize(x)
+        return to_clip(x)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import average_views
 from lightning_tsf.models import TimeSformer, load_checkpoint
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
@@ -47,6 +48,8 @@ class VideoClassifier(pl.LightningModule):
         pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
             weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune).
         compile: ``torch.compile`` the backbone's forward (state-dict keys are unchanged).
+        mean, std: normalisation of the uint8 clips that batches carry, applied on the device
+            after the transfer (linked from the data by the CLI).
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class VideoClassifier(pl.LightningModule):
         pretrained: str | None = None,
         pretrained_kind: str = "auto",
         compile: bool = False,
+        mean: tuple[float, float, float] = DEFAULT_MEAN,
+        std: tuple[float, float, float] = DEFAULT_STD,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # from the CLI ``net`` is its config dict
@@ -103,8 +108,14 @@ class VideoClassifier(pl.LightningModule):
             self.net.compile()
 
     def forward(self, video: Tensor) -> Tensor:
-        """Logits ``(B, num_classes)`` of videos ``(B, C, T, H, W)``."""
+        """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
         return self.net(video)
+
+    def on_after_batch_transfer(self, batch: VideoBatch, dataloader_idx: int) -> VideoBatch:
+        """uint8 clips become normalised float32 here, on the device (4x less to transfer)."""
+        if batch["video"].dtype == torch.uint8:
+            batch["video"] = normalize_video(batch["video"], self.hparams.mean, self.hparams.std)
+        return batch
 
     # ---------------------------------------------------------------- training / validation
     def _mix(self, video: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:

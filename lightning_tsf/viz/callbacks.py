@@ -24,11 +24,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.inference import VideoOutputs
 from lightning_tsf.viz.heatmap import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    denormalise,
     render_heatmaps,
     save_png,
 )
@@ -144,9 +142,10 @@ class AttentionHeatmapCallback(_VizCallback):
         items = [it for it in items if bool(it.get("valid", True))]
         if not items:
             return
-        video = torch.stack([torch.as_tensor(it["video"]) for it in items]).to(pl_module.device)
-        mean, std = _norm_stats(trainer)
-        image, _ = render_heatmaps(pl_module.net, video, mean=mean, std=std)
+        clips = torch.stack([torch.as_tensor(it["video"]) for it in items])  # uint8 (B, C, T, H, W)
+        video = normalize_video(clips.to(pl_module.device), *_norm_stats(trainer))
+        frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3) as the model saw them
+        image, _ = render_heatmaps(pl_module.net, video, frames)
         caption = " | ".join(Path(str(it.get("path", ""))).name for it in items)
         self.log_image(trainer, "viz/heatmaps", image, caption)
 
@@ -231,7 +230,6 @@ class PredictionTableCallback(_VizCallback):
 
         dataset = _val_dataset(trainer)
         views = getattr(dataset, "num_views", 1)
-        mean, std = _norm_stats(trainer)
         columns = ["video", *rows[0]]
         data = []
         clips = [None] * len(rows)
@@ -244,7 +242,7 @@ class PredictionTableCallback(_VizCallback):
             for r, clip in zip(rows, clips):
                 video = None
                 if clip is not None:
-                    frames = denormalise(torch.as_tensor(clip), mean, std)
+                    frames = torch.as_tensor(clip).permute(1, 2, 3, 0).numpy()  # uint8 (T, H, W, 3)
                     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p: even
                     path = Path(tmp) / f"{r['video_index']}.mp4"
                     write_video(path, frames[:, :h, :w], self.fps, lossless=False)

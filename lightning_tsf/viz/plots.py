@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lightning_tsf.data.dataset import VideoBatch
+from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD
 from lightning_tsf.inference import collect_outputs
 from lightning_tsf.models import TimeSformer
 
@@ -122,10 +123,13 @@ def save_tsne(
     path: str | Path,
     class_names: Sequence[str] | None = None,
     seed: int = 0,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
 ) -> np.ndarray:
     """t-SNE plot of a split's per-video features to ``path`` (PNG); the features go next to it
-    as ``<stem>_features.npy`` and the labels as ``<stem>_labels.npy``. Returns the embedding."""
-    out = collect_outputs(model, dataloader)
+    as ``<stem>_features.npy`` and the labels as ``<stem>_labels.npy``. Returns the embedding.
+    The loader's uint8 clips are normalised with ``mean``/``std``."""
+    out = collect_outputs(model, dataloader, mean=mean, std=std)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path.with_name(f"{path.stem}_features.npy"), out["features"])
