@@ -57,14 +57,17 @@ def check_videos_main(argv: list[str]) -> int:
 
 
 def prepare_main(argv: list[str]) -> int:
-    """Re-encode a dataset to a target short side into a new root (resumable)."""
-    from lightning_tsf.data.prepare import prepare_dataset
+    """Re-encode a dataset into the prepared format (fast random access) in a new root."""
+    from lightning_tsf.data.prepare import Encoding, prepare_dataset
 
     p = argparse.ArgumentParser(prog="tsf prepare", description=prepare_main.__doc__)
     p.add_argument("src_root")
-    p.add_argument("dst_root")
+    p.add_argument("dst_root", help="a new folder outside src_root")
     p.add_argument("--short-side", type=int, default=256, help="256 (official) or 320")
-    p.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better)")
+    p.add_argument("--keyint", type=int, default=Encoding.keyint,
+                   help="frames between keyframes: 8 (default) or 1 (all-intra, ~2x larger)")
+    p.add_argument("--crf", type=int, default=Encoding.crf, help="x264 quality (lower = better)")
+    p.add_argument("--preset", default=Encoding.preset, help="x264 speed preset")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -73,8 +76,8 @@ def prepare_main(argv: list[str]) -> int:
             args.src_root,
             args.dst_root,
             args.short_side,
+            encoding=Encoding(args.keyint, args.crf, args.preset),
             num_workers=args.workers,
-            crf=args.crf,
             progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError) as err:

@@ -15,6 +15,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
@@ -158,12 +159,15 @@ class DecordReader(VideoReader):
 
 
 class PyAVReader(VideoReader):
-    """PyAV backend, decoding as the official TimeSformer does: seek to the keyframe before the
-    first sampled frame, then decode sequentially to the last one, keeping the sampled frames."""
+    """PyAV backend, one decoder thread. Plain files are read as the official TimeSformer does:
+    seek to the keyframe before the first sampled frame, then decode forward to the last one.
+    Files written by ``tsf prepare`` carry their keyframe interval (:func:`keyframe_interval`);
+    there, a sampled frame more than one interval ahead is reached by a seek instead of
+    decoding the frames in between, so a clip costs about its own frames, not its span."""
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
-        self._meta: tuple[int, Fraction, Fraction, int] | None = None  # frames, fps, tb, start
+        self._meta: _Meta | None = None
 
     def _open_container(self):
         import av
@@ -176,9 +180,10 @@ class PyAVReader(VideoReader):
         if not container.streams.video:
             container.close()
             raise VideoDecodeError(self.path, "no video stream")
+        container.streams.video[0].codec_context.thread_count = 1  # one core per worker
         return container
 
-    def _metadata(self, container) -> tuple[int, Fraction, Fraction, int]:
+    def _metadata(self, container) -> _Meta:
         if self._meta is None:
             stream = container.streams.video[0]
             fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
@@ -190,32 +195,41 @@ class PyAVReader(VideoReader):
                 n = int(round(container.duration / 1_000_000 * fps))
             if n <= 0:
                 raise VideoDecodeError(self.path, "no frames")
-            self._meta = (n, fps, tb, int(stream.start_time or 0))
+            start = int(stream.start_time or 0)
+            self._meta = _Meta(n, fps, tb, start, keyframe_interval(container.metadata))
         return self._meta
 
     def __len__(self) -> int:
         with self._open_container() as container:
-            return self._metadata(container)[0]
+            return self._metadata(container).frames
 
     def _decode(self, indices: list[int]) -> np.ndarray:
+        decoded: dict[int, np.ndarray] = {}
         with self._open_container() as container:
-            n, fps, tb, start = self._metadata(container)
+            meta = self._metadata(container)
             stream = container.streams.video[0]
-            lo, hi = min(indices), max(indices)
-            wanted = set(indices)
-            container.seek(
-                start + int(lo / fps / tb), any_frame=False, backward=True, stream=stream
-            )
-            decoded: dict[int, np.ndarray] = {}
+            wanted = sorted(set(indices))
+            frames, position = None, -1  # decoder iterator, index of the last decoded frame
             size = None
-            for frame in container.decode(stream):
-                idx = int(round((frame.pts - start) * tb * fps)) if frame.pts is not None else 0
-                if idx in wanted:
-                    if size is None:
-                        size = scaled_size(frame.width, frame.height, self.short_side)
-                    decoded[idx] = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                if idx >= hi:
-                    break
+            for target in wanted:
+                if target <= position:
+                    continue  # already passed (a frame the container skipped)
+                if frames is None or (meta.keyint and target - position > meta.keyint):
+                    pts = meta.start + int(target / meta.fps / meta.time_base)
+                    container.seek(pts, any_frame=False, backward=True, stream=stream)
+                    frames = container.decode(stream)
+                for frame in frames:
+                    position = meta.index(frame.pts) if frame.pts is not None else position + 1
+                    if position in wanted:
+                        if size is None:
+                            size = scaled_size(frame.width, frame.height, self.short_side)
+                        decoded[position] = frame.to_ndarray(
+                            format="rgb24", width=size[0], height=size[1]
+                        )
+                    if position >= target:
+                        break
+                else:
+                    break  # end of stream
         if not decoded:
             raise VideoDecodeError(self.path, "no frames decoded")
         keys = np.array(sorted(decoded))
@@ -223,6 +237,32 @@ class PyAVReader(VideoReader):
         # nearest decoded one, mirroring decord's behaviour for the last frame.
         nearest = [int(keys[np.abs(keys - i).argmin()]) for i in indices]
         return np.stack([decoded[k] for k in nearest])
+
+
+class _Meta(NamedTuple):
+    frames: int
+    fps: Fraction
+    time_base: Fraction
+    start: int  # pts of frame 0
+    keyint: int | None  # keyframe interval of a prepared file, else None
+
+    def index(self, pts: int) -> int:
+        """Frame index of a presentation timestamp."""
+        return int(round((pts - self.start) * self.time_base * self.fps))
+
+
+PREPARED_TAG = "lightning_tsf prepared keyint="
+
+
+def keyframe_interval(metadata: dict[str, str]) -> int | None:
+    """The keyframe interval ``tsf prepare`` wrote into a container's comment tag, or None."""
+    for key, value in metadata.items():
+        if key.lower() == "comment" and value.startswith(PREPARED_TAG):
+            try:
+                return max(1, int(value[len(PREPARED_TAG) :].split()[0]))
+            except (ValueError, IndexError):
+                return None
+    return None
 
 
 def make_reader(path: str, backend: str = "decord", short_side: int | None = None) -> VideoReader:

@@ -36,6 +36,7 @@ class VideoWriter:
         pix_fmt: str = "yuv420p",
         options: dict[str, str] | None = None,
         codec: str = "libx264",
+        metadata: dict[str, str] | None = None,
     ) -> None:
         import av
 
@@ -43,6 +44,7 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
         self.container = av.open(str(self.tmp), "w", format=container_format(self.path))
+        self.container.metadata.update(metadata or {})
         rate = Fraction(fps).limit_denominator(1001)
         self.stream = self.container.add_stream(codec, rate=rate)
         self.stream.width, self.stream.height = width, height

@@ -1,11 +1,18 @@
-"""Re-encoding a dataset to a target short side (``tsf prepare``).
+"""Re-encoding a dataset into the prepared format (``tsf prepare``): fast random access.
 
 The official Kinetics instructions resize every video to a short side of 256 before training
-(320 keeps full resolution for the [256, 320] scale jitter). Videos are re-encoded with PyAV in
-worker processes into a new root with the same relative paths, frame count and frame rate, and
-annotation files (csv/json/txt) are copied, so the same annotation files work against the new
-root. Originals are never written; finished files are skipped, so an interrupted run resumes;
-unreadable files are skipped and reported.
+(320 keeps full resolution for the [256, 320] scale jitter). A training clip samples 8 frames
+over a 256-frame span; with the long keyframe interval of ordinary H.264 (250 frames) a decoder
+works through the whole span to reach them. The prepared format is H.264 with a keyframe every
+``keyint`` frames (default 8), no B-frames and x264's ``fastdecode`` tuning, and the interval
+written into the container's comment tag, so that the PyAV reader seeks to each sampled frame
+(see ``benchmarks/bench_data.py`` and docs/results.md for the measured choice).
+
+Videos are re-encoded with PyAV in worker processes into a new root with the same relative
+paths, frame count and frame rate (frame ``i`` at pts ``i``), and annotation files
+(csv/json/txt) are copied, so the same annotation files work against the new root. Originals
+are never written; finished files are skipped, so an interrupted run resumes; unreadable files
+are skipped and reported by path.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS
+from lightning_tsf.data.decode import PREPARED_TAG
 from lightning_tsf.data.encode import VideoWriter
 from lightning_tsf.data.parallel import parallel_map
 
@@ -31,13 +39,22 @@ class PrepareReport:
     skipped: list[str] = field(default_factory=list)  # already present in the new root
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     copied: list[str] = field(default_factory=list)  # annotation files
+    source_bytes: int = 0  # of the videos now present in the new root
+    prepared_bytes: int = 0
 
     def summary(self) -> str:
-        """One line with the counts."""
-        return (
+        """One line with the counts and the size of the prepared videos against their sources."""
+        line = (
             f"converted {len(self.converted)}, already done {len(self.skipped)}, "
             f"unreadable {len(self.failed)}, annotation files copied {len(self.copied)}"
         )
+        if self.source_bytes:
+            ratio = self.prepared_bytes / self.source_bytes
+            line += (
+                f"; size {self.source_bytes / 2**20:.1f} MiB -> "
+                f"{self.prepared_bytes / 2**20:.1f} MiB ({ratio:.2f}x the sources)"
+            )
+        return line
 
 
 def even_short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -47,11 +64,34 @@ def even_short_side_size(width: int, height: int, short_side: int) -> tuple[int,
     return max(2, w), max(2, h)
 
 
-def reencode_video(src: str, dst: str, short_side: int, crf: int = 18) -> str:
-    """Re-encode one video to H.264 at ``short_side``; return "converted" or "skipped".
+@dataclass(frozen=True)
+class Encoding:
+    """x264 settings of the prepared format (measured in ``benchmarks/bench_data.py``).
 
-    Raises any decoding error; a partial output is removed.
+    ``keyint`` 8 with ``fastdecode`` and no B-frames: a training clip decodes at about 5x the
+    rate of ordinary H.264 for about 2.5x its size; ``keyint=1`` (all-intra) is faster still
+    and about 5x larger.
     """
+
+    keyint: int = 8
+    crf: int = 23
+    preset: str = "veryfast"
+
+    def options(self) -> dict[str, str]:
+        """libx264 options (``stream.options``)."""
+        return {"g": str(self.keyint), "bf": "0", "tune": "fastdecode", "crf": str(self.crf),
+                "preset": self.preset}  # fmt: skip
+
+    def metadata(self) -> dict[str, str]:
+        """The container tag that tells the reader the keyframe interval."""
+        return {"comment": f"{PREPARED_TAG}{self.keyint}"}
+
+
+def reencode_video(
+    src: str, dst: str, short_side: int, encoding: Encoding = Encoding()
+) -> str:
+    """Re-encode one video at ``short_side`` in the prepared format; return "converted" or
+    "skipped" (``dst`` exists). Raises any decoding error; a partial output is removed."""
     if os.path.exists(dst):
         return "skipped"
     import av
@@ -69,8 +109,8 @@ def reencode_video(src: str, dst: str, short_side: int, crf: int = 18) -> str:
             for frame in container.decode(stream):
                 if writer is None:
                     w, h = even_short_side_size(frame.width, frame.height, short_side)
-                    options = {"crf": str(crf), "preset": "veryfast"}
-                    writer = VideoWriter(dst, w, h, fps, options=options)
+                    writer = VideoWriter(dst, w, h, fps, options=encoding.options(),
+                                         metadata=encoding.metadata())  # fmt: skip
                 writer.write(frame.to_ndarray(format="rgb24", width=w, height=h))
         except BaseException:
             if writer is not None:
@@ -82,10 +122,10 @@ def reencode_video(src: str, dst: str, short_side: int, crf: int = 18) -> str:
     return "converted"
 
 
-def _prepare_one(rel: str, src_root: str, dst_root: str, short_side: int, crf: int):
+def _prepare_one(rel: str, src_root: str, dst_root: str, short_side: int, encoding: Encoding):
     try:
         return rel, reencode_video(
-            os.path.join(src_root, rel), os.path.join(dst_root, rel), short_side, crf
+            os.path.join(src_root, rel), os.path.join(dst_root, rel), short_side, encoding
         )
     except Exception as exc:  # report and go on: one bad file must not stop the job
         return rel, f"error: {type(exc).__name__}: {exc}"
@@ -96,8 +136,8 @@ def prepare_dataset(
     dst_root: str | Path,
     short_side: int = 256,
     *,
+    encoding: Encoding = Encoding(),
     num_workers: int = os.cpu_count() or 1,
-    crf: int = 18,
     progress: bool = True,
 ) -> PrepareReport:
     """Re-encode every video under ``src_root`` into ``dst_root`` (same relative paths)."""
@@ -117,9 +157,8 @@ def prepare_dataset(
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / rel)
             report.copied.append(rel)
-    func = partial(
-        _prepare_one, src_root=str(src), dst_root=str(dst), short_side=short_side, crf=crf
-    )
+    func = partial(_prepare_one, src_root=str(src), dst_root=str(dst), short_side=short_side,
+                   encoding=encoding)  # fmt: skip
     for rel, status in parallel_map(func, videos, num_workers, "preparing", progress):
         if status == "converted":
             report.converted.append(rel)
@@ -127,4 +166,7 @@ def prepare_dataset(
             report.skipped.append(rel)
         else:
             report.failed.append((rel, status.removeprefix("error: ")))
+            continue
+        report.source_bytes += (src / rel).stat().st_size
+        report.prepared_bytes += (dst / rel).stat().st_size
     return report
