@@ -118,7 +118,7 @@ def kinetics(root: str, frames: int, rate: int, crop: int, scale: list[int]) -> 
         "num_spatial_crops": 3,
         "num_temporal_views": 1,
         "batch_size": 8,
-        "num_workers": 8,
+        "num_workers": None,  # the process's share of the cores, less one (data/loader.py)
     }
 
 
@@ -136,7 +136,7 @@ def ssv2(frames: int, crop: int) -> dict:
         "num_spatial_crops": 3,
         "num_temporal_views": 1,
         "batch_size": 8,
-        "num_workers": 8,
+        "num_workers": None,  # the process's share of the cores, less one (data/loader.py)
     }
 
 

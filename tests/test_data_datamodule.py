@@ -11,6 +11,9 @@ from conftest import BROKEN_KINDS, DECODE_TOLERANCE, frame_ids, video_frames, wr
 from lightning_tsf.data import (
     DistributedEvalSampler,
     VideoDataModule,
+    VideoDataset,
+    VideoRecord,
+    ViewSpec,
     dense_indices,
     eval_summary,
     segment_indices,
@@ -200,19 +203,61 @@ def test_dataloader_workers(kinetics_root, context):
     assert sorted(keys) == [(v, w) for v in range(3) for w in range(3)]
 
 
-@pytest.mark.parametrize("n, replicas", [(10, 3), (9, 3), (2, 4), (0, 2)])
-def test_distributed_eval_sampler_sees_every_item_once(n, replicas):
-    data = list(range(n))
-    seen = []
+@pytest.mark.parametrize(
+    "videos, crops, temporal, replicas",
+    [(7, 3, 1, 2), (10, 1, 1, 3), (9, 3, 2, 3), (2, 3, 1, 4), (0, 3, 1, 2)],
+)
+def test_distributed_eval_sampler_whole_videos_once(videos, crops, temporal, replicas):
+    """Every view once over all ranks, and each video's views on one rank (7 videos x 3 views
+    on 2 ranks: 21 items, the middle video is not cut in two)."""
+    spec = ViewSpec(num_spatial_crops=crops, num_temporal_views=temporal)
+    records = [VideoRecord(f"v{i}.mp4", 0) for i in range(videos)]
+    dataset = VideoDataset(records, spec, train=False)
+    views = crops * temporal
+    seen, owner = [], {}
     for rank in range(replicas):
-        sampler = DistributedEvalSampler(data, num_replicas=replicas, rank=rank)
+        sampler = DistributedEvalSampler(dataset, num_replicas=replicas, rank=rank)
         part = list(sampler)
         assert len(part) == len(sampler)
+        for item in part:
+            assert owner.setdefault(item // views, rank) == rank, "a video split over ranks"
         seen += part
-    assert sorted(seen) == data
+    assert sorted(seen) == list(range(videos * views))
+    sizes = [sum(1 for r in owner.values() if r == rank) for rank in range(replicas)]
+    assert max(sizes, default=0) - min(sizes, default=0) <= 1
 
 
 def test_ssv2_unlabelled_test_entries(ssv2_root):
     (ssv2_root / "test.json").write_text(json.dumps([{"id": "4"}]))
     dm = VideoDataModule(str(ssv2_root), format="ssv2", test_split="test.json", **SMALL)
     assert [r.label for r in dm.records("test")] == [-1]
+
+
+def test_spatial_crops_share_one_decode(kinetics_root, monkeypatch):
+    """3 crops x 2 temporal clips of each video: one decode per temporal clip, in workers too
+    (evaluation batches hold whole clips: batch_size 4 -> 3)."""
+    import lightning_tsf.data.dataset as dataset_module
+
+    calls = []
+    real = dataset_module.temporal_view
+
+    def counting(path, spec, temporal):
+        calls.append((path, temporal))
+        return real(path, spec, temporal)
+
+    monkeypatch.setattr(dataset_module, "temporal_view", counting)
+    dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2, num_spatial_crops=3,
+                         num_temporal_views=2, **SMALL)  # fmt: skip
+    assert dm.eval_batch_size() == 3
+    batches = list(dm.test_dataloader())
+    assert len(calls) == len(set(calls)) == 2 * 2  # 2 test videos x 2 temporal clips
+    for batch in batches:  # every batch is one whole temporal clip: its 3 crops
+        clips = {(v, w // 3) for v, w in zip(batch["video_index"].tolist(),
+                                             batch["view_index"].tolist())}  # fmt: skip
+        assert len(batch["path"]) == 3 and len(clips) == 1
+
+    worker_dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2,
+                                num_spatial_crops=3, **{**SMALL, "num_workers": 2})  # fmt: skip
+    for batch in worker_dm.val_dataloader():  # with 2 workers: whole clips per batch still
+        views = batch["view_index"].tolist()
+        assert len(views) == 3 and sorted(views) == [0, 1, 2]

@@ -28,6 +28,7 @@ from lightning_tsf.data.annotations import (
 )
 from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
+from lightning_tsf.data.loader import default_num_workers, single_thread_worker
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 from lightning_tsf.data.views import ViewSpec
 
@@ -53,7 +54,14 @@ class VideoDataModule(pl.LightningDataModule):
         mean, std: per-channel normalisation of [0, 1] pixels, applied by the model on the
             device (batches hold uint8 clips); the CLI links them into the model.
         num_spatial_crops (1 or 3), num_temporal_views: evaluation views per video.
-        batch_size: per GPU/process.
+        batch_size: clips per GPU/process (evaluation: rounded down to whole temporal clips,
+            see :meth:`eval_batch_size`).
+        num_workers: DataLoader workers per process; None = the process's share of the cores
+            less one (``SLURM_CPUS_PER_TASK`` - 1 under srun), see :mod:`.loader`.
+        pin_memory: page-locked batches for faster host-to-GPU copies (only with CUDA).
+        persistent_workers: keep workers between epochs. Off by default: fresh workers are
+            seeded from the main process each epoch, which keeps resumed runs exact.
+        prefetch_factor: batches each worker prepares ahead.
         max_decode_retries: broken videos replaced in a row before a training sample fails.
         backend: ``"decord"`` (default) or ``"pyav"``.
         decode_short_side: decode sources whose short side is larger at this short side.
@@ -82,9 +90,10 @@ class VideoDataModule(pl.LightningDataModule):
         num_spatial_crops: int = 3,
         num_temporal_views: int = 1,
         batch_size: int = 8,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = False,
+        prefetch_factor: int = 4,
         max_decode_retries: int = 10,
         backend: str = "decord",
         decode_short_side: int | None = None,
@@ -175,6 +184,21 @@ class VideoDataModule(pl.LightningDataModule):
             self.datasets[stage] = self.make_dataset(stage)
         return self.datasets[stage]
 
+    @property
+    def num_workers(self) -> int:
+        """Workers per process: as configured, or (``None``) from the cores it may use."""
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        devices = self.trainer.num_devices if self.trainer is not None else 1
+        return default_num_workers(devices)
+
+    def eval_batch_size(self) -> int:
+        """Evaluation batches hold whole temporal clips (all their spatial crops), so a clip's
+        crops are cut from one decode in one worker: ``batch_size`` rounded down to a multiple
+        of ``num_spatial_crops`` (at least one clip)."""
+        crops = self.view_spec.num_spatial_crops
+        return max(crops, self.batch_size // crops * crops)
+
     def _loader(self, stage: str) -> DataLoader:
         hp = self.hparams
         dataset = self._dataset(stage)
@@ -183,16 +207,19 @@ class VideoDataModule(pl.LightningDataModule):
         if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:
                 sampler = DistributedEvalSampler(dataset)
-        workers = hp.num_workers
+        workers = self.num_workers
+        batch_size = self.batch_size if train else self.eval_batch_size()
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=train and len(dataset) >= self.batch_size,  # never zero batches
+            drop_last=train and len(dataset) >= batch_size,  # never zero batches
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
+            prefetch_factor=hp.prefetch_factor if workers > 0 else None,
+            worker_init_fn=single_thread_worker if workers > 0 else None,
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
         )
 
@@ -217,5 +244,5 @@ class VideoDataModule(pl.LightningDataModule):
     ) -> list[tuple[str, str]]:
         """Decode-check every video of the given stages; return ``(path, reason)`` of bad ones."""
         paths = [r.path for stage in stages for r in self.records(stage)]
-        workers = self.hparams.num_workers if num_workers is None else num_workers
+        workers = self.num_workers if num_workers is None else num_workers
         return check_videos(paths, backend=self.hparams.backend, num_workers=workers)

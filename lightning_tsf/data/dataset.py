@@ -166,22 +166,23 @@ class VideoDataset(Dataset):
 
 
 class DistributedEvalSampler(DistributedSampler):
-    """Splits indices into contiguous per-rank chunks without padding or repeats.
+    """Splits the items into contiguous per-rank chunks of whole videos, without padding.
 
-    Every view of every video is seen exactly once across ranks (ranks may get one item more
-    than others). Chunks are contiguous so a video's views stay together on one rank.
-    Lightning leaves a ``DistributedSampler`` subclass in place instead of adding its own.
+    Every view of every video is seen exactly once across ranks, and all views of a video are
+    on the same rank (chunk bounds fall between videos; ranks may get one video more than
+    others). Lightning leaves a ``DistributedSampler`` subclass in place instead of adding its
+    own.
     """
 
     def __init__(
-        self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None
+        self, dataset: VideoDataset, num_replicas: int | None = None, rank: int | None = None
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        n = len(dataset)  # type: ignore[arg-type]
-        self.begin = n * self.rank // self.num_replicas
-        self.end = n * (self.rank + 1) // self.num_replicas
+        videos, views = dataset.num_videos, dataset.num_views
+        self.begin = videos * self.rank // self.num_replicas * views
+        self.end = videos * (self.rank + 1) // self.num_replicas * views
         self.num_samples = self.end - self.begin
-        self.total_size = n
+        self.total_size = videos * views
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.begin, self.end))
