@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "tsne": Command("files", "tsne_main", "t-SNE plot of a features-files folder"),
     "check-videos": Command("data", "check_videos_main", "list the unreadable videos of a dataset"),
     "prepare": Command("data", "prepare_main", "re-encode a dataset for fast training reads"),
+    "bench-data": Command("bench", "main", "is the loader fast enough for the GPU? clips/s"),
     "make-synthetic": Command("data", "synthetic_main", "write the synthetic motion dataset"),
     "flops": Command("flops", "main", "parameter and multiply-add table"),
     "demo": Command("demo", "main", "synthetic data + CPU training + test + pictures"),

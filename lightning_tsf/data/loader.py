@@ -10,6 +10,9 @@ decoders), so workers do not fight over cores.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 
 def usable_cpus() -> int:
@@ -36,3 +39,49 @@ def single_thread_worker(worker_id: int) -> None:
 
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@dataclass
+class LoaderRate:
+    """What :func:`loader_throughput` measured (after the first batch: worker start-up is out)."""
+
+    clips: int
+    seconds: float
+    workers: int
+    startup_seconds: float
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / max(self.seconds, 1e-9)
+
+    @property
+    def per_worker(self) -> float:
+        """Clips per second per decoding process (the main process when there are no workers)."""
+        return self.clips_per_second / max(1, self.workers)
+
+
+def loader_throughput(loader: Iterable, seconds: float, progress: bool = True) -> LoaderRate:
+    """Draw batches from ``loader`` for about ``seconds`` (cycling through epochs if short)."""
+    from tqdm import tqdm
+
+    workers = getattr(loader, "num_workers", 0)
+    start = time.perf_counter()
+    clips, first, bar = 0, None, None
+    try:
+        while True:
+            for batch in loader:
+                now = time.perf_counter()
+                if first is None:  # worker start-up and the first batch: not counted
+                    first = now
+                    bar = tqdm(total=round(seconds), desc="loading", unit="s", disable=not progress)
+                    continue
+                clips += len(batch["video"])
+                bar.n = min(round(seconds), round(now - first))
+                bar.set_postfix(clips_per_s=f"{clips / max(now - first, 1e-9):.1f}")
+                if now - first >= seconds:
+                    return LoaderRate(clips, now - first, workers, first - start)
+            if first is None:
+                raise ValueError("the loader yielded no batch")
+    finally:
+        if bar is not None:
+            bar.close()
