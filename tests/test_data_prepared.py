@@ -12,6 +12,7 @@ import pytest
 from lightning_tsf.cli import main as tsf
 from lightning_tsf.data.decode import keyframe_interval, make_reader
 from lightning_tsf.data.encode import write_video
+from lightning_tsf.data.prepare import Encoding
 
 BITS, BLOCK = 10, 16  # frame index as a 10-bit barcode of 16-px black/white blocks
 
@@ -71,17 +72,18 @@ def test_prepared_frames_are_the_sampled_ones(prepared, fps: int, backend: str) 
 
 
 def test_prepared_format_keyframes(prepared) -> None:
-    """Each prepared file says keyint 8 in its tag, and it holds: no B-frames (decode order is
-    presentation order) and a keyframe at least every 8 frames (read from the packets)."""
+    """Each prepared file says its keyframe interval in its tag, and it holds: no B-frames
+    (decode order is presentation order) and a keyframe at least that often (packets)."""
+    keyint = Encoding().keyint
     for path, n in prepared.values():
         with av.open(str(path)) as container:
-            assert keyframe_interval(container.metadata) == 8
+            assert keyframe_interval(container.metadata) == keyint
             stream = container.streams.video[0]
             packets = [p for p in container.demux(stream) if p.size]
         pts = [p.pts for p in packets]
         assert pts == sorted(pts) and len(pts) == n
         keys = [i for i, p in enumerate(packets) if p.is_keyframe]
-        assert keys[0] == 0 and max(np.diff(keys + [n])) <= 8
+        assert keys[0] == 0 and max(np.diff(keys + [n])) <= keyint
 
 
 def test_plain_files_have_no_tag(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("dst_root", help="a new folder outside src_root")
     p.add_argument("--short-side", type=int, default=256, help="256 (official) or 320")
     p.add_argument("--keyint", type=int, default=Encoding.keyint,
-                   help="frames between keyframes: 8 (default) or 1 (all-intra, ~2x larger)")
+                   help="frames between keyframes (1: all-intra, faster, ~1.6x larger)")
     p.add_argument("--crf", type=int, default=Encoding.crf, help="x264 quality (lower = better)")
     p.add_argument("--preset", default=Encoding.preset, help="x264 speed preset")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)

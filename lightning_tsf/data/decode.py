@@ -168,8 +168,11 @@ class PyAVReader(VideoReader):
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
         self._meta: _Meta | None = None
+        self._container = None  # open from first use until close(): one open per sample
 
     def _open_container(self):
+        if self._container is not None:
+            return self._container
         import av
 
         _check_file(self.path)
@@ -181,7 +184,16 @@ class PyAVReader(VideoReader):
             container.close()
             raise VideoDecodeError(self.path, "no video stream")
         container.streams.video[0].codec_context.thread_count = 1  # one core per worker
+        self._container = container
         return container
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_container": None}
 
     def _metadata(self, container) -> _Meta:
         if self._meta is None:
@@ -200,36 +212,34 @@ class PyAVReader(VideoReader):
         return self._meta
 
     def __len__(self) -> int:
-        with self._open_container() as container:
-            return self._metadata(container).frames
+        return self._metadata(self._open_container()).frames
 
     def _decode(self, indices: list[int]) -> np.ndarray:
+        container = self._open_container()  # stays open for further reads until close()
+        meta = self._metadata(container)
+        stream = container.streams.video[0]
+        wanted = set(indices)
         decoded: dict[int, np.ndarray] = {}
-        with self._open_container() as container:
-            meta = self._metadata(container)
-            stream = container.streams.video[0]
-            wanted = sorted(set(indices))
-            frames, position = None, -1  # decoder iterator, index of the last decoded frame
-            size = None
-            for target in wanted:
-                if target <= position:
-                    continue  # already passed (a frame the container skipped)
-                if frames is None or (meta.keyint and target - position > meta.keyint):
-                    pts = meta.start + int(target / meta.fps / meta.time_base)
-                    container.seek(pts, any_frame=False, backward=True, stream=stream)
-                    frames = container.decode(stream)
-                for frame in frames:
-                    position = meta.index(frame.pts) if frame.pts is not None else position + 1
-                    if position in wanted:
-                        if size is None:
-                            size = scaled_size(frame.width, frame.height, self.short_side)
-                        decoded[position] = frame.to_ndarray(
-                            format="rgb24", width=size[0], height=size[1]
-                        )
-                    if position >= target:
-                        break
-                else:
-                    break  # end of stream
+        frames, position, size = None, -1, None  # decoder iterator, last decoded index
+        for target in sorted(wanted):
+            if target <= position:
+                continue  # already passed (a frame the container skipped)
+            if frames is None or (meta.keyint and target - position > meta.keyint):
+                pts = meta.start + int(target / meta.fps / meta.time_base)
+                container.seek(pts, any_frame=False, backward=True, stream=stream)
+                frames = container.decode(stream)
+            for frame in frames:
+                position = meta.index(frame.pts) if frame.pts is not None else position + 1
+                if position in wanted:
+                    if size is None:
+                        size = scaled_size(frame.width, frame.height, self.short_side)
+                    decoded[position] = frame.to_ndarray(
+                        format="rgb24", width=size[0], height=size[1]
+                    )
+                if position >= target:
+                    break
+            else:
+                break  # end of stream
         if not decoded:
             raise VideoDecodeError(self.path, "no frames decoded")
         keys = np.array(sorted(decoded))
