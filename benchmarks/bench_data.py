@@ -32,7 +32,7 @@ import torch
 from lightning_tsf.data.annotations import VideoRecord
 from lightning_tsf.data.dataset import VideoDataset
 from lightning_tsf.data.encode import VideoWriter
-from lightning_tsf.data.loader import loader_throughput, single_thread_worker
+from lightning_tsf.data.loader import loader_throughput
 from lightning_tsf.data.prepare import Encoding, reencode_video
 from lightning_tsf.data.transforms import TrainTransform
 from lightning_tsf.data.views import ViewSpec, read_views, spatial_view, temporal_view
@@ -145,8 +145,7 @@ def main() -> None:
         for workers in (1, 2):
             ds = train_dataset(prepared, "pyav", copies=256)
             loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers,
-                                                 shuffle=True, prefetch_factor=4,
-                                                 worker_init_fn=single_thread_worker)  # fmt: skip
+                                                 shuffle=True, prefetch_factor=4)  # fmt: skip
             loader_rates[workers] = loader_throughput(loader, args.loader_seconds, progress=False)
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

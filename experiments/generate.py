@@ -100,6 +100,7 @@ def paper_model(attention: str = "divided_space_time", pretrained: str | None = 
         "gamma": 0.1,
         "pretrained": pretrained,
         "pretrained_kind": "timm" if pretrained else "auto",
+        "replace_head": True,  # a pretrained head of another class count starts anew
         "compile": False,
     }
 
@@ -129,6 +130,7 @@ def ssv2(frames: int, crop: int) -> dict:
         "video_dir": "videos",
         "video_ext": ".webm",
         "sampler": "segment",
+        "inverse_uniform_scale": True,  # official SSv2: size = 1 / uniform(1/320, 1/256)
         "num_frames": frames,
         "crop_size": crop,
         "train_scale": [256, 320] if crop == 224 else [448, 512],
@@ -216,7 +218,7 @@ def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
         "data_root": "data/synthetic",
         "format": "kinetics",
         "video_ext": ".mp4",
-        "sampler": "dense",
+        "sampler": "centred",  # an exact stride: the 8 fps videos are 16 frames long
         "num_frames": 4,  # 4 frames x rate 4 span the 16-frame videos
         "sampling_rate": 4,
         "crop_size": 32,

@@ -64,10 +64,27 @@ def test_unexpected_keys_and_shapes_are_reported():
     report = load_checkpoint(model(), {"model_state": state}, strict=False)
     assert report.unexpected == ["blocks.7.attn.qkv.weight"]
     state = perturbed().state_dict()
+    state["cls_token"] = torch.zeros(1, 1, 16)
     with pytest.raises(
-        CheckpointError, match="head.weight: checkpoint \\(5, 32\\) vs model \\(9, 32\\)"
+        CheckpointError, match="cls_token: checkpoint \\(1, 1, 16\\) vs model \\(1, 1, 32\\)"
     ):
-        load_checkpoint(model(num_classes=9), {"model_state": state})
+        load_checkpoint(model(), {"model_state": state})
+
+
+def test_head_of_another_class_count_is_replaced_or_refused():
+    """Fine-tuning into another class count: every weight but the head loads, the head stays
+    freshly initialised and the report says so; ``replace_head=False`` refuses."""
+    source = perturbed()
+    target = model(num_classes=9)
+    head_before = target.head.weight.clone()
+    report = load_checkpoint(target, {"model_state": source.state_dict()})
+    assert report.head == "replaced: checkpoint 5 classes -> model 9, newly initialised"
+    assert "head: replaced" in str(report)
+    assert torch.equal(target.head.weight, head_before)
+    assert torch.equal(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    with pytest.raises(CheckpointError, match="its head has 5 classes, the model 9"):
+        load_checkpoint(model(num_classes=9), {"model_state": source.state_dict()},
+                        replace_head=False)  # fmt: skip
 
 
 class _Payload:

@@ -261,3 +261,37 @@ def test_spatial_crops_share_one_decode(kinetics_root, monkeypatch):
     for batch in worker_dm.val_dataloader():  # with 2 workers: whole clips per batch still
         views = batch["view_index"].tolist()
         assert len(views) == 3 and sorted(views) == [0, 1, 2]
+
+
+def test_official_test_short_side_and_ssv2_jitter(kinetics_root, ssv2_root):
+    """Kinetics: 1 crop -> short side train_scale[0] (256 in the paper), 3 crops -> the crop
+    size; SSv2: the crop size for both, and inverse-uniform training jitter."""
+    base = dict(crop_size=224, train_scale=(256, 320), num_workers=0)
+    one = VideoDataModule(str(kinetics_root), num_spatial_crops=1, **base)
+    three = VideoDataModule(str(kinetics_root), num_spatial_crops=3, **base)
+    assert one.view_spec.test_short_side == 256 and three.view_spec.test_short_side == 224
+    assert not one.inverse_uniform_scale
+    for crops in (1, 3):
+        ssv2 = VideoDataModule(str(ssv2_root), format="ssv2", num_spatial_crops=crops, **base)
+        assert ssv2.view_spec.test_short_side == 224 and ssv2.inverse_uniform_scale
+    assert "short side 256" in one.protocol()["test"] and "1/U[1/320, 1/256]" in ssv2.protocol()[
+        "train"
+    ]
+
+
+def test_one_crop_view_is_the_official_resize_and_centre_crop(kinetics_root):
+    """A 48x64 video, crop 32, train_scale (40, 48), 1 crop: resize the short side to 40
+    (40x53, floor), then the centre crop at ceil offsets (4, 11), on the official clip."""
+    dm = VideoDataModule(str(kinetics_root), num_frames=4, sampling_rate=2, crop_size=32,
+                         train_scale=(40, 48), num_spatial_crops=1, batch_size=2,
+                         num_workers=0)  # fmt: skip
+    batch = next(iter(dm.test_dataloader()))
+    length = 20  # videos/test/v0.mp4
+    index = torch.clamp(torch.linspace(0, 2 * 4 / 30 * 30 - 1, 4), 0, length - 1).long()
+    frames = torch.from_numpy(video_frames(length, 48, 64)[index.numpy()]).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(frames.float(), size=(40, 53), mode="bilinear",
+                                              align_corners=False)  # fmt: skip
+    expected = resized[:, :, 4:36, 11:43].permute(1, 0, 2, 3)  # (C, T, H, W)
+    got = batch["video"][0].float()
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= DECODE_TOLERANCE + 1

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_tsf.data import VideoDataModule
-from lightning_tsf.data.loader import default_num_workers, single_thread_worker, usable_cpus
+from lightning_tsf.data.decode import make_reader
+from lightning_tsf.data.loader import default_num_workers, usable_cpus
 
 
 def test_workers_from_slurm_cpus_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,10 +47,18 @@ class _Threads(Dataset):
         return torch.get_num_threads()
 
 
-def test_workers_run_single_threaded() -> None:
+def test_workers_run_single_threaded(kinetics_root) -> None:
+    """torch runs one thread in each worker of the DataModule's loaders, and the readers open
+    their decoders with one thread."""
     torch.set_num_threads(2)
-    loader = DataLoader(_Threads(), num_workers=2, worker_init_fn=single_thread_worker)
-    assert [int(x) for x in loader] == [1, 1]
+    loader = VideoDataModule(str(kinetics_root), num_workers=2).train_dataloader()
+    probe = DataLoader(_Threads(), num_workers=2, worker_init_fn=loader.worker_init_fn)
+    assert [int(x) for x in probe] == [1, 1]
+    path = str(next(kinetics_root.rglob("*.mp4")))
+    reader = make_reader(path, "pyav")
+    len(reader)
+    assert reader._open_container().streams.video[0].codec_context.thread_count == 1
+    reader.close()
 
 
 def test_datamodule_defaults(kinetics_root, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,5 +67,5 @@ def test_datamodule_defaults(kinetics_root, monkeypatch: pytest.MonkeyPatch) -> 
     assert dm.num_workers == 2  # None in the config: SLURM_CPUS_PER_TASK - 1
     loader = dm.train_dataloader()
     assert loader.num_workers == 2 and loader.prefetch_factor == 4
-    assert loader.worker_init_fn is single_thread_worker
+    assert loader.worker_init_fn is None  # Lightning's seeding: each worker of each rank differs
     assert VideoDataModule(str(kinetics_root), num_workers=0).train_dataloader().num_workers == 0

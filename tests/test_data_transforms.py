@@ -1,5 +1,7 @@
 """Spatial transforms: shapes, crop positions, flip, normalisation, scale jitter."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,42 @@ def test_rejects_bad_input():
         ViewSpec(crop_size=32, num_spatial_crops=2)
     with pytest.raises(ValueError, match="uint8"):
         resize_short_side(np.zeros((2, 32, 32, 3), np.float32), 32)
+
+
+def official_uniform_crop(height: int, width: int, size: int, spatial_idx: int):
+    """The official ``transform.uniform_crop`` offsets, written out (spatial_idx 0/1/2)."""
+    y_offset = int(math.ceil((height - size) / 2))
+    x_offset = int(math.ceil((width - size) / 2))
+    if height > width:
+        if spatial_idx == 0:
+            y_offset = 0
+        elif spatial_idx == 2:
+            y_offset = height - size
+    else:
+        if spatial_idx == 0:
+            x_offset = 0
+        elif spatial_idx == 2:
+            x_offset = width - size
+    return y_offset, x_offset
+
+
+@pytest.mark.parametrize("h, w", [(256, 341), (341, 256), (227, 227), (224, 398), (256, 455)])
+def test_crop_offsets_match_the_official_ones(h, w):
+    for i in range(3):
+        assert spatial_crop_offsets(h, w, 224, i, 3) == official_uniform_crop(h, w, 224, i)
+    assert spatial_crop_offsets(h, w, 224, 0, 1) == official_uniform_crop(h, w, 224, 1)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_scale_jitter_draws_as_the_official_code(inverse):
+    """short side = round(uniform(256, 320)), or round(1 / uniform(1/320, 1/256)) for SSv2."""
+    transform = TrainTransform(224, (256, 320), inverse_uniform=inverse)
+    rng, ref = np.random.default_rng(5), np.random.default_rng(5)
+    sizes = [transform.short_side(rng) for _ in range(2000)]
+    if inverse:
+        expected = [int(round(1.0 / ref.uniform(1 / 320, 1 / 256))) for _ in range(2000)]
+    else:
+        expected = [int(round(ref.uniform(256, 320))) for _ in range(2000)]
+    assert sizes == expected and min(sizes) == 256 and max(sizes) == 320
+    # inverse-uniform puts more mass on small sizes
+    assert (np.mean(sizes) < 287) == inverse

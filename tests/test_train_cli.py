@@ -186,8 +186,12 @@ def test_fit_test_predict_wandb_offline(
     assert len(runs) == 1
     (log,) = runs[0].glob("run-*.wandb")
     data = log.read_bytes()
-    for key in (b"val/acc1", b"train/loss", b"lr-AdamW", b"num_frames"):
+    for key in (b"val/acc1", b"train/loss", b"lr-AdamW", b"num_frames", b"protocol",
+                b"video-level accuracy, the paper's kind", b"clip-level accuracy"):  # fmt: skip
         assert key in data, key
+    # the config in the W&B run holds the values the model was built with
+    assert b'"num_classes":4,' in data and b'"num_classes":400' not in data
+    assert b'"move_right"' in data
     assert cli_main(["test", *args, f"--ckpt_path={ckpt}"]) == 0
     out = tmp_path / "pred.jsonl"
     predict = [
@@ -221,6 +225,8 @@ def test_test_and_predict_files_agree_per_video(
     records = cli.datamodule.records("test")
     tested = {records[i].path: p for i, p in zip(res["video_index"].tolist(), res["probs"])}
     assert len(tested) == 7
+    assert res["protocol"].startswith("video-level accuracy, the paper's kind")
+    assert "1 clip(s) x 3 left/centre/right crop(s) of 32" in res["protocol"]
 
     out = tmp_path / "files.json"
     rc = tsf(["predict-files", *tested, "--checkpoint", str(ckpt), "--num-spatial-crops", "3",

@@ -16,6 +16,7 @@ On top of LightningCLI:
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.models import CheckpointError
+from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize
 from lightning_tsf.train.module import VideoClassifier
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
@@ -34,10 +36,20 @@ class ConfigError(Exception):
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):
-    """Saves ``config.yaml`` in the run folder and records the resolved config in the loggers."""
+    """Saves ``config.yaml`` in the run folder (re-usable as input: values linked from the data
+    are left out) and records the resolved config in the loggers with the values the model was
+    built with (class count and names from the data) and the data's ``protocol``."""
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         config = self.config.as_dict()
+        if isinstance(pl_module, VideoClassifier):
+            model = config.setdefault("model", {})
+            net = model.setdefault("net", {}).setdefault("init_args", {})
+            net["num_classes"] = pl_module.net.num_classes
+            net["num_frames"], net["img_size"] = pl_module.net.num_frames, pl_module.net.img_size
+            model["class_names"] = pl_module.hparams.class_names
+        if isinstance(trainer.datamodule, VideoDataModule):
+            config["protocol"] = trainer.datamodule.protocol()
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
 
@@ -61,6 +73,8 @@ class TSFCLI(LightningCLI):
     """LightningCLI with the links, checks and run-folder defaults described in the module doc."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # The module normalises uint8 batches in ``on_after_batch_transfer`` on purpose.
+        warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
         super().__init__(
             VideoClassifier,
             VideoDataModule,
@@ -111,6 +125,12 @@ class TSFCLI(LightningCLI):
         if ckpt and str(ckpt) not in SPECIAL_CKPT and not Path(ckpt).is_file():
             raise ConfigError(f"ckpt_path: file does not exist: {ckpt}")
 
+    def before_fit(self) -> None:
+        """Stop before any process is spawned when the global batch cannot be met."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, GlobalBatchSize):
+                callback.plan(self.trainer.world_size, self.datamodule.batch_size)
+
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad
         path or value becomes a one-line :class:`ConfigError`."""
@@ -126,7 +146,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
     try:
         cli = TSFCLI()
-    except ConfigError as err:
+    except (ConfigError, BatchSplitError) as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
     finally:

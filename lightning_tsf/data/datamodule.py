@@ -28,7 +28,7 @@ from lightning_tsf.data.annotations import (
 )
 from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
-from lightning_tsf.data.loader import default_num_workers, single_thread_worker
+from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 from lightning_tsf.data.views import ViewSpec
 
@@ -47,9 +47,16 @@ class VideoDataModule(pl.LightningDataModule):
         class_names_file: kinetics: ``classnames.txt`` (optional; one name per line, or JSON
             ``{name: id}``); ssv2: ``labels.json``; folder: none (sorted sub-folder names).
         video_dir, video_ext: SSv2 videos are ``data_root/video_dir/<id><video_ext>``.
-        sampler: ``"dense"`` or ``"segment"``; None = ``"segment"`` for ssv2, else ``"dense"``.
-        num_frames, sampling_rate: clip length and stride (stride unused by ``"segment"``).
+        sampler: ``"dense"`` (the official decoder's clips, at the video's frame rate),
+            ``"centred"`` (an exact stride, centred at test) or ``"segment"``; None =
+            ``"segment"`` for ssv2, else ``"dense"``. See :mod:`.sampling`.
+        num_frames, sampling_rate: clip length and rate (rate unused by ``"segment"``).
         crop_size, train_scale: training short-side jitter range and crop size.
+        inverse_uniform_scale: draw the training short side as ``1 / uniform(1/max, 1/min)``
+            (official SSv2); None = on for ssv2, off otherwise.
+        test_short_side: short side of evaluation clips before cropping; None = the official
+            protocol: ``crop_size`` with 3 crops (and always for ssv2), ``train_scale[0]``
+            with 1 crop (Kinetics: short side 256, centre crop 224).
         horizontal_flip: None = on for kinetics/folder, off for ssv2 (left/right is in labels).
         mean, std: per-channel normalisation of [0, 1] pixels, applied by the model on the
             device (batches hold uint8 clips); the CLI links them into the model.
@@ -84,6 +91,8 @@ class VideoDataModule(pl.LightningDataModule):
         sampling_rate: int = 32,
         crop_size: int = 224,
         train_scale: tuple[int, int] = (256, 320),
+        inverse_uniform_scale: bool | None = None,
+        test_short_side: int | None = None,
         horizontal_flip: bool | None = None,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
@@ -115,6 +124,13 @@ class VideoDataModule(pl.LightningDataModule):
         self.class_names_file = class_names_file or DEFAULT_CLASS_FILES[format]
         self.sampler = sampler or ("segment" if format == "ssv2" else "dense")
         self.horizontal_flip = format != "ssv2" if horizontal_flip is None else horizontal_flip
+        ssv2 = format == "ssv2"
+        self.inverse_uniform_scale = (
+            ssv2 if inverse_uniform_scale is None else inverse_uniform_scale
+        )
+        if test_short_side is None:
+            one_crop = num_spatial_crops == 1 and not ssv2
+            test_short_side = int(train_scale[0]) if one_crop else crop_size
         self.batch_size = batch_size
         self.mean, self.std = tuple(mean), tuple(std)
         # How clips and evaluation views are cut (shared with inference on files); checks the
@@ -128,6 +144,7 @@ class VideoDataModule(pl.LightningDataModule):
             num_temporal_views=num_temporal_views,
             backend=backend,
             decode_short_side=decode_short_side,
+            test_short_side=test_short_side,
         )
         if format != "folder":
             for stage in ("train", "val"):
@@ -151,13 +168,42 @@ class VideoDataModule(pl.LightningDataModule):
             hp.video_ext,
         )
 
+    def protocol(self) -> dict[str, str]:
+        """How clips are cut in training, validation and test, in words (logged with the
+        config and stated in the test summary)."""
+        s, hp = self.view_spec, self.hparams
+        clip = {
+            "dense": f"{s.num_frames} frames over rate {s.sampling_rate} x {s.num_frames} / 30 "
+            "x fps source frames (official dense)",
+            "centred": f"{s.num_frames} frames {s.sampling_rate} apart",
+            "segment": f"{s.num_frames} frames, one per equal segment",
+        }[s.sampler]
+        low, high = hp.train_scale
+        jitter = f"1/U[1/{high}, 1/{low}]" if self.inverse_uniform_scale else f"U[{low}, {high}]"
+        flip = ", horizontal flip" if self.horizontal_flip else ""
+        crops = "left/centre/right" if s.num_spatial_crops == 3 else "centre"
+        views = (
+            f"{s.num_temporal_views} clip(s) x {s.num_spatial_crops} {crops} crop(s) of "
+            f"{s.crop_size} after short side {s.test_short_side or s.crop_size}; {clip}"
+        )
+        return {
+            "train": f"{clip}, random position; short side {jitter}, random {s.crop_size} "
+            f"crop{flip}",
+            "validation": f"clip-level accuracy (each view scored alone) over {views}",
+            "test": f"video-level accuracy, the paper's kind (softmax averaged per video) over "
+            f"{views}",
+        }
+
     def make_dataset(self, stage: str) -> VideoDataset:
         """Build the dataset of one stage (training transforms only for ``train``)."""
         hp = self.hparams
         train = stage == "train"
         transform = None
         if train:
-            transform = TrainTransform(hp.crop_size, tuple(hp.train_scale), self.horizontal_flip)
+            transform = TrainTransform(
+                hp.crop_size, tuple(hp.train_scale), self.horizontal_flip,
+                self.inverse_uniform_scale,
+            )  # fmt: skip
         return VideoDataset(
             self.records(stage),
             self.view_spec,
@@ -219,7 +265,6 @@ class VideoDataModule(pl.LightningDataModule):
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
-            worker_init_fn=single_thread_worker if workers > 0 else None,
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
         )
 

@@ -82,6 +82,11 @@ class VideoReader(ABC):
     def __len__(self) -> int:
         """Number of frames in the video (opens the file on first call)."""
 
+    @property
+    @abstractmethod
+    def fps(self) -> float:
+        """Average frame rate read from the container (the dense sampler's clip span uses it)."""
+
     @abstractmethod
     def _decode(self, indices: list[int]) -> np.ndarray:
         """Decode the given frame indices into a (T, H, W, 3) uint8 array."""
@@ -133,6 +138,15 @@ class DecordReader(VideoReader):
 
     def __len__(self) -> int:
         return len(self._open())
+
+    @property
+    def fps(self) -> float:
+        try:
+            return float(self._open().get_avg_fps())
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"frame rate: {type(exc).__name__}: {exc}") from exc
 
     def _decode(self, indices: list[int]) -> np.ndarray:
         vr = self._open()
@@ -213,6 +227,10 @@ class PyAVReader(VideoReader):
 
     def __len__(self) -> int:
         return self._metadata(self._open_container()).frames
+
+    @property
+    def fps(self) -> float:
+        return float(self._metadata(self._open_container()).fps)
 
     def _decode(self, indices: list[int]) -> np.ndarray:
         container = self._open_container()  # stays open for further reads until close()

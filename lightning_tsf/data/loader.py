@@ -3,8 +3,10 @@
 A DDP process drives one device. Under ``srun`` with ``--cpus-per-task`` each process (task)
 owns ``SLURM_CPUS_PER_TASK`` cores; otherwise the cores this process may run on
 (``os.sched_getaffinity``) are shared by the node's processes. One core stays with the
-training process; the rest decode. Each worker runs single-threaded (torch, OpenMP, the
-decoders), so workers do not fight over cores.
+training process; the rest decode. Each worker runs single-threaded, so workers do not fight
+over cores: PyTorch sets one torch/OpenMP thread in every DataLoader worker, and the readers
+open decord with one thread and PyAV with one decoder thread. No ``worker_init_fn`` is set, so
+Lightning's (``seed_everything(workers=True)``) seeds each worker of each rank differently.
 """
 
 from __future__ import annotations
@@ -31,14 +33,6 @@ def default_num_workers(processes_per_node: int = 1) -> int:
     else:
         cpus = usable_cpus() // max(1, processes_per_node)
     return max(0, cpus - 1)
-
-
-def single_thread_worker(worker_id: int) -> None:
-    """``worker_init_fn``: one thread for torch and OpenMP inside a DataLoader worker."""
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
 
 
 @dataclass

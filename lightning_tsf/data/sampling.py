@@ -1,17 +1,21 @@
 """Temporal sampling: which frame indices of a video make up one clip.
 
-Two schemes, as in the paper's recipes:
+Three samplers:
 
-- **dense** (Kinetics, 8×32): ``num_frames`` frames ``sampling_rate`` apart. Training picks a
-  random start; evaluation places ``num_views`` clips at the centres of equal parts of the
-  possible start range (one view = the centred clip).
+- **dense** (Kinetics, K600; also HR 16×16 and L 96×4), as the official TimeSformer decoder
+  does it: a clip spans ``sampling_rate * num_frames / 30 * fps`` source frames (256 for 8×32
+  at 30 fps, 512 at 60 fps, 213.3 at 25 fps). Training starts it at ``uniform(0, delta)``,
+  ``delta = max(video_frames - span, 0)``; test clip ``k`` of ``K`` starts at ``delta * k / K``
+  (the single test clip at frame 0). Indices are ``linspace(start, start + span - 1,
+  num_frames)`` in float32, clamped to the video and truncated, so the stride is
+  ``(span - 1) / (num_frames - 1)``, not ``sampling_rate``. A video shorter than the span
+  repeats its last frame.
+- **centred**: ``num_frames`` frames exactly ``sampling_rate`` apart whatever the frame rate;
+  evaluation places clips at the centres of equal parts of the possible start range (the
+  earlier default of this project; kept as an option).
 - **segment** (SSv2): the video is cut into ``num_frames`` equal segments and one frame is taken
-  per segment, at a random position in training and at the centre at evaluation (with several
-  views, at evenly spread positions inside each segment). Segment bounds follow the official
-  TimeSformer code.
-
-A video shorter than a clip's span never fails: the stride shrinks to fit, and if even stride 1
-is too long the last frame is repeated.
+  per segment, at a random position in training and at the middle at test (with several
+  views, at evenly spread positions inside each segment), with the official segment bounds.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
-SAMPLERS = ("dense", "segment")
+SAMPLERS = ("dense", "centred", "segment")
+TARGET_FPS = 30  # the official decoder's reference frame rate for ``sampling_rate``
 
 
 def dense_indices(
@@ -31,9 +37,33 @@ def dense_indices(
     train: bool,
     view: int = 0,
     num_views: int = 1,
+    fps: float = TARGET_FPS,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Indices of a dense clip of ``num_frames`` frames spaced ``sampling_rate`` apart."""
+    """Indices of the official dense clip (see the module doc) of a ``fps`` video."""
+    if video_len <= 0:
+        raise ValueError("video_len must be positive")
+    span = sampling_rate * num_frames / TARGET_FPS * fps
+    delta = max(video_len - span, 0.0)
+    if train:
+        start = (rng or np.random.default_rng()).uniform(0, delta)
+    else:
+        start = delta * view / num_views
+    index = torch.linspace(start, start + span - 1, num_frames)  # float32, as the official code
+    return torch.clamp(index, 0, video_len - 1).long().numpy()
+
+
+def centred_indices(
+    video_len: int,
+    num_frames: int,
+    sampling_rate: int,
+    *,
+    train: bool,
+    view: int = 0,
+    num_views: int = 1,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``num_frames`` frames ``sampling_rate`` apart (the stride shrinks for short videos)."""
     if video_len <= 0:
         raise ValueError("video_len must be positive")
     if num_frames > 1:
@@ -72,14 +102,22 @@ def segment_indices(
 
 
 def sample_indices(
-    sampler: str, video_len: int, num_frames: int, sampling_rate: int, **kwargs: Any
+    sampler: str,
+    video_len: int,
+    num_frames: int,
+    sampling_rate: int,
+    fps: float = TARGET_FPS,
+    **kwargs: Any,
 ) -> np.ndarray:
-    """Dispatch to :func:`dense_indices` or :func:`segment_indices` by name.
+    """Dispatch to the sampler named ``sampler`` (one of :data:`SAMPLERS`).
 
-    ``kwargs`` are their keyword arguments (``train``, ``view``, ``num_views``, ``rng``).
+    ``fps`` is the video's frame rate (used by ``dense``); ``kwargs`` are the samplers' keyword
+    arguments (``train``, ``view``, ``num_views``, ``rng``).
     """
     if sampler == "dense":
-        return dense_indices(video_len, num_frames, sampling_rate, **kwargs)
+        return dense_indices(video_len, num_frames, sampling_rate, fps=fps, **kwargs)
+    if sampler == "centred":
+        return centred_indices(video_len, num_frames, sampling_rate, **kwargs)
     if sampler == "segment":
         return segment_indices(video_len, num_frames, **kwargs)
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")

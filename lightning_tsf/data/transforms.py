@@ -57,18 +57,19 @@ def spatial_crop_offsets(
 ) -> tuple[int, int]:
     """(y, x) of crop ``index`` of ``num_crops`` along the long side (0 = left/top, centre, end).
 
-    One crop is the centre crop; three are left/centre/right for landscape frames and
-    top/centre/bottom for portrait ones, as in the official test protocol.
+    One crop is the centre crop; three are left/centre/right for landscape (and square) frames
+    and top/centre/bottom for portrait ones, as in the official test protocol, whose centre
+    offsets are ``ceil((side - crop) / 2)``.
     """
-    y, x = (height - crop) // 2, (width - crop) // 2
+    y, x = -(-(height - crop) // 2), -(-(width - crop) // 2)  # ceil division
     if num_crops == 1:
         return y, x
     if num_crops != 3:
         raise ValueError("num_crops must be 1 or 3")
     if width >= height:
-        x = [0, (width - crop) // 2, width - crop][index]
+        x = [0, x, width - crop][index]
     else:
-        y = [0, (height - crop) // 2, height - crop][index]
+        y = [0, y, height - crop][index]
     return y, x
 
 
@@ -95,9 +96,11 @@ def normalize_video(
 class TrainTransform:
     """Random short-side scale jitter, random crop, optional horizontal flip (uint8 throughout).
 
-    Equivalent to scaling the short side to ``S ~ U[scale_min, scale_max]`` and cropping
-    ``crop_size`` at a random position, but the crop window is mapped back to source pixels
-    and only that window is resized.
+    As the official code: the short side ``S = round(uniform(min, max))`` (or, with
+    ``inverse_uniform``, ``round(1 / uniform(1 / max, 1 / min))``, as for SSv2), the crop
+    offset ``randint(0, side - crop)`` (exclusive) on each axis, a flip with probability 1/2.
+    Instead of resizing whole frames and cropping, the crop window is mapped back to source
+    pixels and only that window is resized.
     """
 
     def __init__(
@@ -105,19 +108,30 @@ class TrainTransform:
         crop_size: int = 224,
         scale: tuple[int, int] = (256, 320),
         horizontal_flip: bool = True,
+        inverse_uniform: bool = False,
     ) -> None:
         self.crop_size = crop_size
         self.scale = (int(scale[0]), int(scale[1]))
         self.horizontal_flip = horizontal_flip
+        self.inverse_uniform = inverse_uniform
+
+    def short_side(self, rng: np.random.Generator) -> int:
+        """One draw of the jittered short side (never below the crop size)."""
+        low, high = self.scale
+        if self.inverse_uniform:
+            size = round(1.0 / rng.uniform(1.0 / high, 1.0 / low))
+        else:
+            size = round(rng.uniform(low, high))
+        return max(int(size), self.crop_size)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Transform (T, H, W, C) uint8 frames into a uint8 (C, T, crop, crop) clip."""
         x = _as_tchw(frames)
         h, w = x.shape[-2:]
         crop = self.crop_size
-        short = max(int(rng.integers(self.scale[0], self.scale[1] + 1)), crop)
-        sh, sw = short_side_size(h, w, short)
-        y0, x0 = int(rng.integers(0, sh - crop + 1)), int(rng.integers(0, sw - crop + 1))
+        sh, sw = short_side_size(h, w, self.short_side(rng))
+        y0 = int(rng.integers(0, sh - crop)) if sh > crop else 0
+        x0 = int(rng.integers(0, sw - crop)) if sw > crop else 0
         # Source window covering the crop in scaled coordinates.
         fy, fx = h / sh, w / sw
         ys, ye = int(math.floor(y0 * fy)), min(h, int(math.ceil((y0 + crop) * fy)))

@@ -26,6 +26,8 @@ from lightning_tsf.data.transforms import resize_short_side, spatial_crop
 class ViewSpec:
     """How clips are cut from a video (defaults: the paper's 8×32 clips, 224 crops, 1 view).
 
+    ``test_short_side``: the short side an evaluation clip is resized to before its crops are
+    cut (None: ``crop_size``; the official 1-crop test uses 256, see the DataModule).
     ``decode_short_side`` asks the decoder to scale sources down while decoding (None: decode
     at the source size).
     """
@@ -38,6 +40,7 @@ class ViewSpec:
     num_temporal_views: int = 1
     backend: str = "decord"
     decode_short_side: int | None = None
+    test_short_side: int | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in [
@@ -83,6 +86,7 @@ def decode_clip(
             len(reader),
             spec.num_frames,
             spec.sampling_rate,
+            fps=reader.fps,
             train=train,
             view=temporal,
             num_views=spec.num_temporal_views,
@@ -94,9 +98,10 @@ def decode_clip(
 
 
 def temporal_view(path: str, spec: ViewSpec, temporal: int) -> Tensor:
-    """Temporal clip ``temporal`` decoded once, short side resized to the crop size:
-    ``(T, C, H', W')`` uint8, ready for :func:`spatial_view`."""
-    return resize_short_side(decode_clip(path, spec, temporal), spec.crop_size)
+    """Temporal clip ``temporal`` decoded once, short side resized to ``test_short_side`` (or
+    the crop size): ``(T, C, H', W')`` uint8, ready for :func:`spatial_view`."""
+    short_side = spec.test_short_side or spec.crop_size
+    return resize_short_side(decode_clip(path, spec, temporal), short_side)
 
 
 def spatial_view(resized: Tensor, spec: ViewSpec, spatial: int) -> Tensor:

@@ -77,6 +77,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     initialised: list[str] = field(default_factory=list)  # timm init: copied or resized
     dropped: list[str] = field(default_factory=list)  # present but deliberately not loaded
+    head: str = ""  # what happened to the classifier head when the class counts differ
 
     def __str__(self) -> str:
         lines = [f"loaded {self.kind} checkpoint"]
@@ -87,6 +88,8 @@ class LoadReport:
                     f", ... ({len(keys)} in all)" if len(keys) > 12 else ""
                 )
                 lines.append(f"  {name}: {shown}")
+        if self.head:
+            lines.append(f"  head: {self.head}")
         return "\n".join(lines)
 
 
@@ -168,9 +171,6 @@ def _timm_to_video(
             g = model.img_size // model.patch_size
             value = _resize_pos_embed(value, (g, g))
             report.initialised.append("pos_embed (resized)")
-        if key.startswith("head.") and (key not in target or value.shape != target[key].shape):
-            report.dropped.append(key)
-            continue
         out[key] = value
     # extra attention steps start as copies of the block's spatial attention (paper, App. A)
     for key in target:
@@ -189,12 +189,16 @@ def load_checkpoint(
     *,
     kind: str = "auto",
     strict: bool = True,
+    replace_head: bool = True,
 ) -> LoadReport:
     """Load weights from a file or an in-memory checkpoint into ``model``.
 
     ``kind``: one of ``KINDS``; ``auto`` detects it. ``strict``: raise :class:`CheckpointError`
     on keys the model lacks or that the checkpoint lacks (beyond those a ``timm`` init is
     expected to lack: ``time_embed``, ``*_fc``, a dropped head), and on any shape mismatch.
+    ``replace_head``: a checkpoint of any kind whose head has another class count than the
+    model (fine-tuning K400 weights on 3 classes) keeps the model's freshly initialised head
+    and says so in the report; False refuses with a :class:`CheckpointError`.
     Returns a :class:`LoadReport`.
     """
     if kind not in KINDS:
@@ -214,10 +218,22 @@ def load_checkpoint(
     state = _strip_prefixes(state, set(target))
     report = LoadReport(kind=kind)
     allowed_missing: set[str] = set()
+    heads = [k for k in ("head.weight", "head.bias") if k in state and k in target]
+    if any(state[k].shape != target[k].shape for k in heads):
+        have, want = int(state["head.weight"].shape[0]), int(target["head.weight"].shape[0])
+        if not replace_head:
+            raise CheckpointError(
+                f"{kind} checkpoint: its head has {have} classes, the model {want}; "
+                "replace_head=False refuses to replace it"
+            )
+        for k in heads:
+            del state[k]
+        allowed_missing |= set(heads)
+        report.dropped += heads
+        report.head = f"replaced: checkpoint {have} classes -> model {want}, newly initialised"
     if kind == "timm":
         state = _timm_to_video(state, model, report)
-        allowed_missing = {k for k in target if k == "time_embed" or re.search(r"_fc\.", k)}
-        allowed_missing |= {k for k in target if k.startswith("head.")} if report.dropped else set()
+        allowed_missing |= {k for k in target if k == "time_embed" or re.search(r"_fc\.", k)}
         extra = [k for k in state if k not in target]
         report.dropped += extra  # e.g. pre_logits.*, fc_norm.*: ImageNet-only layers
         state = {k: v for k, v in state.items() if k in target}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from pathlib import Path
@@ -16,6 +15,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelChe
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_tsf.data.datamodule import VideoDataModule
+from lightning_tsf.train.module import VideoClassifier
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -91,23 +91,73 @@ class RNGStateCallback(Callback):
             torch.cuda.set_rng_state(state["cuda"])
 
 
-class GlobalBatchSize(Callback):
-    """Sets ``accumulate_grad_batches`` so that per-device batch × devices × accumulation reaches
-    ``global_batch_size`` (the official configs: 64) on any number of GPUs and nodes."""
+class BatchSplitError(ValueError):
+    """No per-device batch and accumulation give the configured global batch exactly."""
 
-    def __init__(self, global_batch_size: int = 64) -> None:
+
+def split_global_batch(global_batch: int, devices: int, max_batch: int) -> tuple[int, int] | None:
+    """``(per-device batch, accumulation)`` with ``batch x devices x accumulation =
+    global_batch`` exactly and the largest batch not above ``max_batch``; None if none exists."""
+    for batch in range(min(max_batch, global_batch // max(1, devices)), 0, -1):
+        if global_batch % (batch * devices) == 0:
+            return batch, global_batch // (batch * devices)
+    return None
+
+
+class GlobalBatchSize(Callback):
+    """Trains at exactly ``global_batch_size`` clips per optimizer step (the official configs:
+    64) on any number of devices and nodes: the per-device batch (at most the configured one)
+    and ``accumulate_grad_batches`` are chosen so that per-device × devices × accumulation =
+    global. Where no such split exists (64 on 3 GPUs) training stops before it starts with
+    the workable device counts, unless ``scale_lr``: then the configured per-device batch is
+    kept, the global batch is the nearest multiple of it, and the learning rate is scaled by
+    effective / configured global batch (logged)."""
+
+    def __init__(self, global_batch_size: int = 64, scale_lr: bool = False) -> None:
         self.global_batch_size = global_batch_size
+        self.scale_lr = scale_lr
+
+    def plan(self, devices: int, max_batch: int) -> tuple[int, int, float]:
+        """``(per-device batch, accumulation, lr scale)`` for ``devices`` processes whose
+        configured batch is ``max_batch``; raises :class:`BatchSplitError` if impossible."""
+        target = self.global_batch_size
+        split = split_global_batch(target, devices, max_batch)
+        if split is not None:
+            return split[0], split[1], 1.0
+        if not self.scale_lr:
+            raise BatchSplitError(self._impossible(devices, max_batch))
+        accumulate = max(1, round(target / (max_batch * devices)))
+        return max_batch, accumulate, max_batch * devices * accumulate / target
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or not isinstance(trainer.datamodule, VideoDataModule):
             return
-        batch = trainer.datamodule.batch_size
-        per_step = batch * trainer.world_size
-        accumulate = max(1, math.ceil(self.global_batch_size / per_step))
+        datamodule, devices = trainer.datamodule, trainer.world_size
+        batch, accumulate, lr_scale = self.plan(devices, datamodule.batch_size)
+        datamodule.batch_size = batch
         trainer.accumulate_grad_batches = accumulate
+        if isinstance(pl_module, VideoClassifier):
+            pl_module.lr_scale = lr_scale
+        effective = batch * devices * accumulate
+        summary = {"global_batch": effective, "per_device_batch": batch, "devices": devices,
+                   "accumulate_grad_batches": accumulate, "lr_scale": lr_scale}  # fmt: skip
         rank_zero_info(
-            f"global batch {per_step * accumulate} = {batch} per device x {trainer.world_size} "
-            f"devices x {accumulate} accumulated (target {self.global_batch_size})"
+            f"global batch {effective} = {batch} per device x {devices} devices x {accumulate} "
+            f"accumulated (configured {self.global_batch_size}"
+            + (f"; lr scaled by {lr_scale:.4g})" if lr_scale != 1.0 else ")")
+        )
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"batch": summary})
+
+    def _impossible(self, devices: int, max_batch: int) -> str:
+        target = self.global_batch_size
+        counts = [d for d in range(1, target + 1) if split_global_batch(target, d, max_batch)]
+        return (
+            f"global batch {target} cannot be split exactly over {devices} devices with a "
+            f"per-device batch of at most {max_batch} (batch x devices x accumulation = "
+            f"{target}). Workable device counts: {', '.join(map(str, counts[:12]))}"
+            f"{', ...' if len(counts) > 12 else ''}; or set GlobalBatchSize scale_lr: true to "
+            f"train at the nearest global batch with the learning rate scaled linearly."
         )
 
 

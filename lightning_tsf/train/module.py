@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import average_views
@@ -47,6 +48,8 @@ class VideoClassifier(pl.LightningModule):
             sitting at the order-blind ceiling. Before ``pretrained`` (which overwrites it).
         pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
             weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune).
+        replace_head: when ``pretrained`` has another class count, start a new head (and say
+            so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the backbone's forward (state-dict keys are unchanged).
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
             after the transfer (linked from the data by the CLI).
@@ -74,6 +77,7 @@ class VideoClassifier(pl.LightningModule):
         embed_init_std: float | None = None,
         pretrained: str | None = None,
         pretrained_kind: str = "auto",
+        replace_head: bool = True,
         compile: bool = False,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
@@ -89,7 +93,9 @@ class VideoClassifier(pl.LightningModule):
                     if hasattr(net, name):
                         getattr(net, name).normal_(0.0, embed_init_std)
         if pretrained:
-            log.info("%s", load_checkpoint(net, pretrained, kind=pretrained_kind))
+            report = load_checkpoint(net, pretrained, kind=pretrained_kind,
+                                     replace_head=replace_head)  # fmt: skip
+            log.warning("%s: %s", pretrained, report)
         n = net.num_classes
         self.metrics = nn.ModuleDict(
             {
@@ -98,6 +104,7 @@ class VideoClassifier(pl.LightningModule):
                 for t in (1, 5)
             }
         )
+        self.lr_scale = 1.0  # set by GlobalBatchSize(scale_lr=True) when it scales the lr
         self._eval: dict[str, list] = {}
         self._pending: dict[int, dict[str, Any]] = {}
         self.test_results: dict[str, Any] = {}
@@ -212,7 +219,10 @@ class VideoClassifier(pl.LightningModule):
         hits = topk == video_label.unsqueeze(1)
         dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
         total = getattr(dataset, "num_videos", len(videos) + len(failed))
+        datamodule = self.trainer.datamodule
+        protocol = datamodule.protocol()["test"] if isinstance(datamodule, VideoDataModule) else ""
         self.test_results = {
+            "protocol": protocol,
             "acc1": hits[:, 0].float().mean().item(),
             "acc5": hits.any(1).float().mean().item(),
             "videos": len(videos),
@@ -225,7 +235,7 @@ class VideoClassifier(pl.LightningModule):
         for name in ("acc1", "acc5", "videos"):
             self.log(f"test/{name}", float(self.test_results[name]), rank_zero_only=True)
         if self.trainer.is_global_zero:
-            log.warning("test: %s", self.test_results["summary"])
+            log.warning("test: %s; %s", self.test_results["summary"], protocol or "")
             if len(videos) + len(failed) != total:
                 log.warning("test saw %d of %d videos", len(videos) + len(failed), total)
 
@@ -272,7 +282,7 @@ class VideoClassifier(pl.LightningModule):
         optimizer = build_optimizer(
             self.net,
             hp.optimizer,
-            lr=hp.lr,
+            lr=hp.lr * self.lr_scale,
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
