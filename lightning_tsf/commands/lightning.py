@@ -23,12 +23,13 @@ from typing import Any
 import torch
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.models import CheckpointError
-from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize
+from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
 from lightning_tsf.train.module import VideoClassifier
 
-SPECIAL_CKPT = {"last", "best", "hpc", "registry"}
+SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
 
 
 class ConfigError(Exception):
@@ -126,17 +127,24 @@ class TSFCLI(LightningCLI):
             raise ConfigError(f"ckpt_path: file does not exist: {ckpt}")
 
     def before_fit(self) -> None:
-        """Stop before any process is spawned when the global batch cannot be met."""
+        """Stop before any process is spawned when the global batch cannot be met; resolve
+        ``--ckpt_path=latest`` (see :func:`~lightning_tsf.train.callbacks.latest_checkpoint`)."""
         for callback in self.trainer.callbacks:
             if isinstance(callback, GlobalBatchSize):
                 callback.plan(self.trainer.world_size, self.datamodule.batch_size)
+        kwargs = self.config_init["fit"]
+        if kwargs.get("ckpt_path") == "latest":
+            found = latest_checkpoint(self.trainer.default_root_dir)
+            kwargs["ckpt_path"] = str(found) if found else None
+            what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
+            print(f"tsf: {what}", file=sys.stderr)
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad
         path or value becomes a one-line :class:`ConfigError`."""
         try:
             super().instantiate_classes()
-        except (FileNotFoundError, CheckpointError) as err:
+        except (FileNotFoundError, CheckpointError, AnnotationError) as err:
             raise ConfigError(str(err)) from err
 
 
@@ -146,7 +154,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
     try:
         cli = TSFCLI()
-    except (ConfigError, BatchSplitError) as err:
+    except (ConfigError, BatchSplitError, AnnotationError) as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -7,6 +7,7 @@ prepared (re-encoded) copy of the dataset under another root.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -38,6 +39,14 @@ class VideoRecord:
 
     path: str
     label: int
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used as written; the message names file and line."""
+
+
+# Label-column names that mark the first line of a ``path label`` file as a header.
+HEADER_LABELS = {"label", "labels", "class", "class_name", "classname", "category", "target"}
 
 
 def require(path: Path, what: str) -> Path:
@@ -72,24 +81,39 @@ def read_kinetics_csv(
 ) -> list[VideoRecord]:
     """Kinetics-style ``path label`` lines (space- or comma-separated), paths relative to ``root``.
 
-    A label may be an integer or, when ``class_names`` is given, a class name. A first line whose
-    label is neither (a header) is skipped.
+    A label is an integer (-1: unlabelled) or, when ``class_names`` is given, a class name; with
+    ``class_names`` an integer must be below their count. A first line whose label column is a
+    header word (``label``, ``class``, ...) is skipped; any other unknown label, a misspelt class
+    name on the first line too, is an :class:`AnnotationError` naming the file and line.
     """
     csv_path = require(Path(csv_path), "annotation file")
     root = Path(root)
-    by_name = {name: i for i, name in enumerate(class_names or [])}
+    names = list(class_names or [])
+    by_name = {name: i for i, name in enumerate(names)}
     records = []
-    lines = [ln for ln in csv_path.read_text().splitlines() if ln.strip()]
-    for n, line in enumerate(lines):
-        rel, label = _parse_csv_line(line)
+    for n, line in enumerate(csv_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{csv_path}:{n}"
+        try:
+            rel, label = _parse_csv_line(line)
+        except ValueError as err:
+            raise AnnotationError(f"{where}: {err}") from None
         if label.lstrip("-").isdigit():
             idx = int(label)
+            if idx < -1 or (names and idx >= len(names)):
+                raise AnnotationError(
+                    f"{where}: label {idx} is out of range for {len(names)} classes "
+                    f"(0..{len(names) - 1}, or -1 for unlabelled)"
+                )
         elif label in by_name:
             idx = by_name[label]
-        elif n == 0:
-            continue  # header
+        elif not records and label.lower() in HEADER_LABELS:
+            continue  # a header line
         else:
-            raise ValueError(f"{csv_path}:{n + 1}: unknown label {label!r}")
+            close = difflib.get_close_matches(label, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AnnotationError(f"{where}: unknown label {label!r}{hint}")
         records.append(VideoRecord(str(root / rel), idx))
     return records
 
@@ -116,7 +140,7 @@ def read_ssv2(
         if template is not None:
             key = normalize_ssv2_template(template)
             if key not in labels:
-                raise ValueError(f"{json_path}: template {key!r} not in {labels_path}")
+                raise AnnotationError(f"{json_path}: template {key!r} not in {labels_path}")
             label = labels[key]
         records.append(VideoRecord(str(root / f"{entry['id']}{ext}"), label))
     return records
@@ -143,9 +167,19 @@ def read_folder(root: str | Path, class_names: list[str] | None = None) -> list[
     return records
 
 
+FOLDER_LAYOUT = "data_root/{train,val,test}/<class>/<video>"
+
+
 def split_folder(root: Path, split: str) -> Path:
-    """The tree for ``split``: ``root/<split>`` if it exists, else ``root`` itself."""
-    return root / split if (root / split).is_dir() else root
+    """The tree of ``split``: ``root/<split>``, which must exist. (Using ``root`` itself for
+    every split would put the same videos in training and test.)"""
+    folder = root / split
+    if not folder.is_dir():
+        raise AnnotationError(
+            f"folder dataset: {folder} is not a folder. Expected one folder per split: "
+            f"{FOLDER_LAYOUT} (or name other split folders with train_split/val_split/test_split)"
+        )
+    return folder
 
 
 def load_class_names(

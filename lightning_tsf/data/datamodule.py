@@ -11,23 +11,25 @@ missing path.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_tsf.data.annotations import (
     DEFAULT_CLASS_FILES,
     DEFAULT_SPLITS,
     FORMATS,
+    AnnotationError,
     VideoRecord,
     load_class_names,
     load_split,
     require,
 )
 from lightning_tsf.data.check import check_videos
-from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
+from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
 from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 from lightning_tsf.data.views import ViewSpec
@@ -153,12 +155,18 @@ class VideoDataModule(pl.LightningDataModule):
             format, self.data_root, self.class_names_file, self.splits["train"]
         )
         self.num_classes: int = len(self.class_names)
+        # Read the training and validation annotations now (no video is opened): a bad line
+        # stops the run here, naming file and line, not after the Trainer started.
+        self._records = {stage: self.records(stage) for stage in ("train", "val")}
         self.datasets: dict[str, VideoDataset] = {}
 
     def records(self, stage: str) -> list[VideoRecord]:
-        """Annotated videos of ``stage`` (``train``, ``val``, ``test`` or ``predict``)."""
+        """Annotated videos of ``stage`` (``train``, ``val``, ``test`` or ``predict``).
+
+        Raises :class:`AnnotationError` naming the file when a split lists no video, or a line
+        does not fit (unknown label, label out of range)."""
         hp = self.hparams
-        return load_split(
+        records = load_split(
             self.format,
             self.data_root,
             self.splits[stage],
@@ -167,6 +175,10 @@ class VideoDataModule(pl.LightningDataModule):
             hp.video_dir,
             hp.video_ext,
         )
+        if not records:
+            where = self.data_root / hp.video_dir if self.format == "folder" else self.data_root
+            raise AnnotationError(f"{stage} split {where / self.splits[stage]} lists no videos")
+        return records
 
     def protocol(self) -> dict[str, str]:
         """How clips are cut in training, validation and test, in words (logged with the
@@ -204,8 +216,9 @@ class VideoDataModule(pl.LightningDataModule):
                 hp.crop_size, tuple(hp.train_scale), self.horizontal_flip,
                 self.inverse_uniform_scale,
             )  # fmt: skip
+        records = self._records.pop(stage, None) or self.records(stage)
         return VideoDataset(
-            self.records(stage),
+            records,
             self.view_spec,
             train=train,
             transform=transform,
@@ -249,17 +262,26 @@ class VideoDataModule(pl.LightningDataModule):
         hp = self.hparams
         dataset = self._dataset(stage)
         train = stage == "train"
-        sampler = None
-        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+        batch_size = self.batch_size if train else self.eval_batch_size()
+        sampler: DistributedSampler | None = None
+        generator = None
+        if train:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+            sampler = SeededTrainSampler(
+                dataset, seed, skip=lambda: self._trained_this_epoch() * batch_size
+            )
+            # The loader's own generator: creating an iterator (each epoch, and on a resume
+            # mid-epoch) then takes nothing from the global RNG that dropout and mixup use.
+            generator = torch.Generator().manual_seed(seed)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_world_size() > 1:
                 sampler = DistributedEvalSampler(dataset)
         workers = self.num_workers
-        batch_size = self.batch_size if train else self.eval_batch_size()
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
             sampler=sampler,
+            generator=generator,
             drop_last=train and len(dataset) >= batch_size,  # never zero batches
             num_workers=workers,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
@@ -268,8 +290,16 @@ class VideoDataModule(pl.LightningDataModule):
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
         )
 
+    def _trained_this_epoch(self) -> int:
+        """Batches of the current epoch already trained: non-zero when a run was restored
+        from a mid-epoch checkpoint (SLURM pre-emption), read from the Trainer's loop state."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+
     def train_dataloader(self) -> DataLoader:
-        """Shuffled random clips, one per video; Lightning adds the DistributedSampler."""
+        """Shuffled random clips, one per video (:class:`SeededTrainSampler`: under DDP each
+        rank its share; resumed mid-epoch, the epoch's remaining clips, drawn as before)."""
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:

@@ -10,7 +10,7 @@ a broken video is never replaced: its views come back with ``valid=False`` and a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TypedDict
 
@@ -113,12 +113,16 @@ class VideoDataset(Dataset):
             retries=retries,
         )
 
-    def __getitem__(self, index: int) -> VideoSample:
+    def __getitem__(self, index: int | tuple[int, int]) -> VideoSample:
+        """Item ``index``; in training ``(index, seed)`` (from :class:`SeededTrainSampler`)
+        fixes the item's random draws, else they are seeded from torch's generator."""
         if self.train:
-            # Seeded from torch so that workers differ and ``seed_everything`` repeats runs.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            return self._train_item(index, rng)
-        return self._eval_item(index)
+            if isinstance(index, tuple):
+                index, seed = index
+            else:
+                seed = int(torch.randint(0, 2**62, ()).item())
+            return self._train_item(index, np.random.default_rng(seed))
+        return self._eval_item(int(index))
 
     def _train_item(self, index: int, rng: np.random.Generator) -> VideoSample:
         assert self.transform is not None
@@ -163,6 +167,42 @@ class VideoDataset(Dataset):
         resized = temporal_view(path, self.spec, temporal)
         self._cache = (key, resized)
         return resized
+
+
+class SeededTrainSampler(DistributedSampler):
+    """Training order and each item's random draws as functions of ``(seed, epoch)`` alone.
+
+    Yields ``(index, item_seed)``: the order is ``DistributedSampler``'s shuffle (seeded with
+    ``seed + epoch``), the item seeds come from a generator seeded with ``(seed, epoch)`` and
+    are indexed by the video, so they do not depend on the rank, the worker or the number of
+    workers. ``skip`` (called as each epoch's iteration starts) says how many items of the
+    epoch were already trained: a run resumed mid-epoch then draws exactly what an
+    uninterrupted run draws. Works with one process too.
+    """
+
+    def __init__(
+        self,
+        dataset: VideoDataset,
+        seed: int = 0,
+        skip: Callable[[], int] | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=None if distributed else 1,
+            rank=None if distributed else 0,
+            shuffle=True,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        seeds = torch.randint(0, 2**62, (len(self.dataset),), generator=generator).tolist()
+        indices = list(super().__iter__())[self.skip() if self.skip else 0 :]
+        return iter([(i, seeds[i]) for i in indices])
 
 
 class DistributedEvalSampler(DistributedSampler):

@@ -96,9 +96,12 @@ def normalize_video(
 class TrainTransform:
     """Random short-side scale jitter, random crop, optional horizontal flip (uint8 throughout).
 
-    As the official code: the short side ``S = round(uniform(min, max))`` (or, with
-    ``inverse_uniform``, ``round(1 / uniform(1 / max, 1 / min))``, as for SSv2), the crop
-    offset ``randint(0, side - crop)`` (exclusive) on each axis, a flip with probability 1/2.
+    The short side ``S`` is drawn uniformly from the integers ``min..max`` (with
+    ``inverse_uniform``, ``round(1 / uniform(1 / max, 1 / min))``, the official SSv2 draw); the
+    crop offset uniformly from ``0..side - crop`` on each axis; a flip with probability 1/2.
+    (The official code draws ``round(uniform(min, max))``, half as likely at the two ends, and
+    never the last offset, ``randint(0, side - crop)`` being exclusive: small differences in
+    the distribution, kept here because the demo's recipe was tuned on these draws.)
     Instead of resizing whole frames and cropping, the crop window is mapped back to source
     pixels and only that window is resized.
     """
@@ -121,7 +124,7 @@ class TrainTransform:
         if self.inverse_uniform:
             size = round(1.0 / rng.uniform(1.0 / high, 1.0 / low))
         else:
-            size = round(rng.uniform(low, high))
+            size = int(rng.integers(low, high + 1))
         return max(int(size), self.crop_size)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -130,8 +133,7 @@ class TrainTransform:
         h, w = x.shape[-2:]
         crop = self.crop_size
         sh, sw = short_side_size(h, w, self.short_side(rng))
-        y0 = int(rng.integers(0, sh - crop)) if sh > crop else 0
-        x0 = int(rng.integers(0, sw - crop)) if sw > crop else 0
+        y0, x0 = int(rng.integers(0, sh - crop + 1)), int(rng.integers(0, sw - crop + 1))
         # Source window covering the crop in scaled coordinates.
         fy, fx = h / sh, w / sw
         ys, ye = int(math.floor(y0 * fy)), min(h, int(math.ceil((y0 + crop) * fy)))

@@ -98,13 +98,24 @@ def read_checkpoint(path: str | Path) -> Mapping:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); download or copy it again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refusing to unpickle objects other than tensors and plain containers "
-            f"(weights_only=True): {str(err).splitlines()[0]}"
+            f"(weights_only=True): {_first_line(err)}"
         ) from err
+    except Exception as err:  # torch raises many kinds for a cut-off or foreign file
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, truncated or corrupt? "
+            f"({type(err).__name__}: {_first_line(err)}); download or copy it again"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def convert_hf_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

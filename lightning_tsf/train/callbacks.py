@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,46 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(tmp, self.save_weights_only)
         if trainer.is_global_zero:
             os.replace(tmp, path)
+            if path.name == f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}":
+                remove_stale_hpc(Path(trainer.default_root_dir), path)
         trainer.strategy.barrier("atomic_checkpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(self)
+
+
+def hpc_checkpoints(root: Path) -> list[Path]:
+    """The SLURM pre-emption checkpoints Lightning wrote into a run folder."""
+    return sorted(root.glob("hpc_ckpt_*.ckpt"))
+
+
+def remove_stale_hpc(root: Path, last: Path) -> None:
+    """After ``last`` was saved, the run's older hpc checkpoints can only mislead a resume."""
+    for hpc in hpc_checkpoints(root):
+        if hpc.stat().st_mtime <= last.stat().st_mtime:
+            hpc.unlink(missing_ok=True)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a checkpoint file is whole: torch writes a zip whose directory comes last, so a
+    cut-off file has none (a cheap check, nothing is unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The checkpoint a restarted run should resume from: the newest complete one of the
+    run's SLURM pre-emption checkpoints (``<root>/hpc_ckpt_*.ckpt``) and
+    ``<root>/checkpoints/last.ckpt``; None for a fresh start."""
+    root = Path(root)
+    candidates = [*hpc_checkpoints(root), root / "checkpoints" / "last.ckpt"]
+    found = [p for p in candidates if p.is_file() and is_complete(p)]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
 class RNGStateCallback(Callback):

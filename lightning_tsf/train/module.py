@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tsf.data.datamodule import VideoDataModule
@@ -104,6 +105,7 @@ class VideoClassifier(pl.LightningModule):
                 for t in (1, 5)
             }
         )
+        self.val_loss = MeanMetric()  # a metric object: every rank logs it, even with no clip
         self.lr_scale = 1.0  # set by GlobalBatchSize(scale_lr=True) when it scales the lr
         self._eval: dict[str, list] = {}
         self._pending: dict[int, dict[str, Any]] = {}
@@ -144,15 +146,19 @@ class VideoClassifier(pl.LightningModule):
         video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
         return video, label, label[perm], 1 - ch * cw / (h * w)
 
-    def _update_metrics(self, stage: str, logits: Tensor, label: Tensor) -> None:
+    def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor) -> None:
+        """Update (when there are clips) and log the stage's accuracy metrics. The metric
+        objects are logged on every step of every rank, so the epoch-end sync under DDP never
+        waits for a rank whose batches were all unreadable."""
         for name, metric in self.metrics.items():
             if name.startswith(stage):
-                metric(logits, label)
+                if logits is not None:
+                    metric.update(logits, label)
                 self.log(
                     f"{stage}/{name.split('_')[1]}",
                     metric,
                     prog_bar=name.endswith("1"),
-                    batch_size=len(label),
+                    batch_size=max(1, len(label)),
                 )
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
@@ -171,15 +177,15 @@ class VideoClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        """Clip-level loss and top-1/top-5 over the valid views."""
+        """Clip-level loss and top-1/top-5 over the valid views (a batch of unreadable videos
+        adds nothing, and still logs, see :meth:`_update_metrics`)."""
         valid = torch.as_tensor(batch.get("valid", True), device=self.device).bool()
         valid = valid.expand(batch["label"].shape[0])
-        if not valid.any():
-            return
-        logits = self(batch["video"][valid])
         label = batch["label"][valid]
-        loss = F.cross_entropy(logits, label)
-        self.log("val/loss", loss, sync_dist=True, batch_size=len(label))
+        logits = self(batch["video"][valid]) if valid.any() else None
+        if logits is not None:
+            self.val_loss.update(F.cross_entropy(logits, label), weight=len(label))
+        self.log("val/loss", self.val_loss, batch_size=max(1, len(label)))
         self._update_metrics("val", logits, label)
 
     # ---------------------------------------------------------------- multi-view test
@@ -207,9 +213,10 @@ class VideoClassifier(pl.LightningModule):
             torch.distributed.all_gather_object(gathered, parts)
         failed = sorted({p for g in gathered for p in g["failed"]})
         rows = [g for g in gathered if len(g["key"])]
-        key = torch.cat([g["key"] for g in rows])
-        label = torch.cat([g["label"] for g in rows])
-        probs = torch.cat([g["probs"] for g in rows])
+        classes = self.net.num_classes
+        key = torch.cat([g["key"] for g in rows] or [torch.zeros(0, 2, dtype=torch.long)])
+        label = torch.cat([g["label"] for g in rows] or [torch.zeros(0, dtype=torch.long)])
+        probs = torch.cat([g["probs"] for g in rows] or [torch.zeros(0, classes)])
         key, first = _unique_rows(key)  # a view seen twice (sampler padding) counts once
         label, probs = label[first], probs[first]
         videos, mean = average_views(key[:, 0], probs)
@@ -221,10 +228,11 @@ class VideoClassifier(pl.LightningModule):
         total = getattr(dataset, "num_videos", len(videos) + len(failed))
         datamodule = self.trainer.datamodule
         protocol = datamodule.protocol()["test"] if isinstance(datamodule, VideoDataModule) else ""
+        none = float("nan")  # no video could be decoded: no accuracy to report
         self.test_results = {
             "protocol": protocol,
-            "acc1": hits[:, 0].float().mean().item(),
-            "acc5": hits.any(1).float().mean().item(),
+            "acc1": hits[:, 0].float().mean().item() if len(videos) else none,
+            "acc5": hits.any(1).float().mean().item() if len(videos) else none,
             "videos": len(videos),
             "total_videos": total,
             "failed": failed,
