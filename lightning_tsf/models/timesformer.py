@@ -13,6 +13,7 @@ after the last block. Every block receives the grid size ``(T, H, W)`` in patche
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -33,21 +34,27 @@ class Grid(NamedTuple):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch per sample with probability ``p``."""
+    """Stochastic depth: drop the residual branch per sample with probability ``p``.
 
-    def __init__(self, p: float = 0.0) -> None:
+    ``p`` is a (non-persistent) tensor, not a Python number, so that blocks with different rates
+    share one compiled graph; ``enabled`` (one value for the whole model) switches it off
+    without a branch on ``p``. With ``p = 0`` the mask is all ones and the output equals ``x``.
+    """
+
+    def __init__(self, p: float = 0.0, enabled: bool | None = None) -> None:
         super().__init__()
-        self.p = p
+        self.register_buffer("p", torch.tensor(float(p)), persistent=False)
+        self.enabled = p > 0 if enabled is None else enabled
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
+        if not self.enabled or not self.training:
             return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        keep = (1.0 - self.p).to(x.dtype)
+        mask = torch.bernoulli(keep.expand((x.shape[0],) + (1,) * (x.ndim - 1)))
         return x * mask / keep
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={float(self.p):.4g}"
 
 
 class Mlp(nn.Module):
@@ -119,11 +126,12 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        drop_path_enabled: bool | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, drop_path_enabled)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
@@ -388,12 +396,14 @@ class TimeSformer(nn.Module):
                 drop=drop_rate,
                 attn_drop=attn_drop_rate,
                 drop_path=dpr[i],
+                drop_path_enabled=drop_path_rate > 0,  # block 0 too (its rate is 0)
             )
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._compiled_blocks: list[nn.Module] | None = None  # see compile_blocks
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -459,13 +469,45 @@ class TimeSformer(nn.Module):
             x = torch.cat((cls, rearrange(xp, "b n t d -> b (n t) d")), dim=1)  # (B, 1+N*T, D)
         return self.pos_drop(x), grid
 
+    # -- compilation --------------------------------------------------------------------------
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """``torch.compile`` each block on its own; the embedding and the head stay eager.
+
+        All blocks of a model share one block class and, with the drop-path rate held as a
+        tensor, one graph: compiled once, reused by every block. (Compiling the whole model
+        crashed inductor's GPU code generation on torch 2.11 / H200 while the blocks compile;
+        the parts outside the blocks are a small share of the work.) State-dict keys are
+        unchanged. If compiling fails, a warning names the error and the blocks run eager.
+        """
+        self._compiled_blocks = [torch.compile(b, **compile_kwargs) for b in self.blocks]
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the blocks run compiled (:meth:`compile_blocks`)."""
+        return self._compiled_blocks is not None
+
+    def _run_block(self, i: int, x: Tensor, grid: Grid) -> Tensor:
+        if self._compiled_blocks is None:
+            return self.blocks[i](x, grid)
+        try:
+            return self._compiled_blocks[i](x, grid)
+        except Exception as err:  # compilation failed: say so once and go on eager
+            self._compiled_blocks = None
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
+            warnings.warn(
+                f"torch.compile of the blocks failed ({type(err).__name__}: "
+                f"{' '.join(lines)}); running them eager",
+                stacklevel=3,
+            )
+            return self.blocks[i](x, grid)
+
     # -- forward ----------------------------------------------------------------------------
     def forward_tokens(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[AttnMaps]]:
         """All blocks; returns the un-normalised tokens (space-only: frames averaged) and, if
         asked, each block's attention maps ``{step: (batch, heads, L, L)}``."""
         x, grid = self.embed(x)
         all_maps: list[AttnMaps] = []
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             if return_attn:
                 maps: AttnMaps = {}
                 x = blk(x, grid, maps)
@@ -473,7 +515,7 @@ class TimeSformer(nn.Module):
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, grid, use_reentrant=False)
             else:
-                x = blk(x, grid)
+                x = self._run_block(i, x, grid)
         if self.attention_type == "space_only":  # official: average the frames' tokens
             x = rearrange(x, "(b t) n d -> b t n d", t=grid.t).mean(1)  # (B, 1+N, D)
         return x, all_maps

@@ -51,7 +51,8 @@ class VideoClassifier(pl.LightningModule):
             weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune).
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
-        compile: ``torch.compile`` the backbone's forward (state-dict keys are unchanged).
+        compile: ``torch.compile`` the backbone's blocks, one graph for all of them (the
+            embedding and head stay eager; state-dict keys are unchanged).
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
             after the transfer (linked from the data by the CLI).
     """
@@ -112,9 +113,9 @@ class VideoClassifier(pl.LightningModule):
         self.test_results: dict[str, Any] = {}
 
     def configure_model(self) -> None:
-        """Compile the backbone in place when asked (after DDP wrapping is decided)."""
-        if self.hparams.compile and not getattr(self.net, "_compiled_call_impl", None):
-            self.net.compile()
+        """Compile the backbone's blocks when asked (:meth:`TimeSformer.compile_blocks`)."""
+        if self.hparams.compile and not self.net.compiled:
+            self.net.compile_blocks()
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
