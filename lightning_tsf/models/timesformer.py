@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -190,16 +190,17 @@ class JointSpaceTimeBlock(Block):
 
 
 def _spatial_with_cls(
-    block: Block, cls: Tensor, x: Tensor, groups: int, maps: AttnMaps | None
+    block: Block, cls: Tensor, x: Tensor, maps: AttnMaps | None
 ) -> tuple[Tensor, Tensor]:
-    """Attention of ``block.attn`` over ``x`` (``(B*groups, L, D)``) with cls prepended to each
-    group; returns the residuals for the patches ``(B*groups, L, D)`` and for cls ``(B, 1, D)``,
-    the cls outputs averaged over the groups (the official handling of cls in divided attention).
-    """
-    cls_in = repeat(cls, "b 1 d -> (b g) 1 d", g=groups)  # (B*G, 1, D)
-    res = block._attend("", torch.cat((cls_in, x), dim=1), maps)  # (B*G, 1+L, D)
-    cls_res = rearrange(res[:, :1], "(b g) 1 d -> b g d", g=groups).mean(1, keepdim=True)
-    return res[:, 1:], cls_res
+    """Attention of ``block.attn`` within each of the G groups of ``x`` ``(B, G, L, D)`` (a
+    strided view is fine) with cls prepended to each group; returns the residuals for the
+    patches ``(B, G, L, D)`` (a view) and for cls ``(B, 1, D)``, the cls outputs averaged over
+    the groups (the official handling of cls in divided attention). The cls copies and the
+    patches are gathered by one ``cat``: no other copy of the tokens."""
+    b, g, n, d = x.shape
+    tokens = torch.cat((cls[:, None].expand(b, g, 1, d), x), dim=2)  # (B, G, 1+L, D)
+    res = block._attend("", tokens.view(b * g, 1 + n, d), maps).view(b, g, 1 + n, d)
+    return res[:, :, 1:], res[:, :, 0].mean(1, keepdim=True)
 
 
 class DividedSpaceTimeBlock(Block):
@@ -219,16 +220,16 @@ class DividedSpaceTimeBlock(Block):
 
     def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
         t, h, w = grid
+        b, d, n = x.shape[0], x.shape[2], h * w
         cls, xp = x[:, :1], x[:, 1:]  # (B, 1, D), (B, N*T, D)
-        xt = rearrange(xp, "b (h w t) d -> (b h w) t d", h=h, w=w, t=t)
+        xt = xp.reshape(b * n, t, d)  # (B*N, T, D): time is fastest, a view
         res = self._attend("temporal", xt, maps)  # (B*N, T, D)
-        res = rearrange(res, "(b h w) t d -> b (h w t) d", h=h, w=w)
-        xp = xp + self.temporal_fc(res)  # (B, N*T, D)
+        xp = xp + self.temporal_fc(res.view(b, n * t, d))  # (B, N*T, D)
 
-        xs = rearrange(xp, "b (h w t) d -> (b t) (h w) d", h=h, w=w, t=t)  # (B*T, N, D)
-        res, cls_res = _spatial_with_cls(self, cls, xs, t, maps)
-        res = rearrange(res, "(b t) (h w) d -> b (h w t) d", t=t, h=h)  # (B, N*T, D)
-        return torch.cat((cls + cls_res, xp + res), dim=1)  # (B, 1+N*T, D)
+        xs = xp.view(b, n, t, d).transpose(1, 2)  # (B, T, N, D), a view: frames as groups
+        res, cls_res = _spatial_with_cls(self, cls, xs, maps)  # (B, T, N, D) view, (B, 1, D)
+        xp = (xp.view(b, n, t, d) + res.transpose(1, 2)).view(b, n * t, d)  # (B, N*T, D)
+        return torch.cat((cls + cls_res, xp), dim=1)  # (B, 1+N*T, D)
 
 
 class SparseLocalGlobalBlock(Block):
@@ -265,11 +266,11 @@ class SparseLocalGlobalBlock(Block):
         xp = xp + self.local_fc(res)
 
         xg = rearrange(
-            xp, "b (h p w q t s) d -> (b p q s) (h w t) d", p=2, q=2, s=2, h=h // 2, w=w // 2
-        )  # (B*8, N*T/8, D)
-        res, cls_res = _spatial_with_cls(self, cls, xg, 8, maps)
+            xp, "b (h p w q t s) d -> b (p q s) (h w t) d", p=2, q=2, s=2, h=h // 2, w=w // 2
+        )  # (B, 8, N*T/8, D)
+        res, cls_res = _spatial_with_cls(self, cls, xg, maps)
         res = rearrange(
-            res, "(b p q s) (h w t) d -> b (h p w q t s) d", p=2, q=2, s=2, h=h // 2, w=w // 2
+            res, "b (p q s) (h w t) d -> b (h p w q t s) d", p=2, q=2, s=2, h=h // 2, w=w // 2
         )
         return torch.cat((cls + cls_res, xp + res), dim=1)
 
@@ -303,9 +304,9 @@ class AxialBlock(Block):
         res = self._attend("width", xw, maps)  # (B*T*H, W, D)
         xp = xp + self.width_fc(rearrange(res, "(b t h) w d -> b (h w t) d", t=t, h=h))
 
-        xh = rearrange(xp, "b (h w t) d -> (b t w) h d", h=h, w=w)  # (B*T*W, H, D)
-        res, cls_res = _spatial_with_cls(self, cls, xh, t * w, maps)
-        res = rearrange(res, "(b t w) h d -> b (h w t) d", t=t, w=w)
+        xh = rearrange(xp, "b (h w t) d -> b (t w) h d", h=h, w=w)  # (B, T*W, H, D)
+        res, cls_res = _spatial_with_cls(self, cls, xh, maps)
+        res = rearrange(res, "b (t w) h d -> b (h w t) d", t=t, w=w)
         return torch.cat((cls + cls_res, xp + res), dim=1)
 
 
