@@ -15,7 +15,7 @@ from lightning_tsf.configs import DEMO, config_path
 from lightning_tsf.models import BLOCKS, PRESETS
 
 HERE = Path(__file__).parent
-IN21K = "pretrained/jx_vit_base_p16_224-80ecf9dd.pth"  # timm ViT-B/16 ImageNet-21K weights
+IN21K = "zoo:vit_base_in21k"  # timm ViT-B/16 ImageNet-21K weights (tsf weights list)
 ATTENTION = list(BLOCKS)
 # The paper's three models: (frames, crop) from the presets, sampling rate and train scale here.
 RECIPES = {"timesformer": (32, [256, 320]), "timesformer_hr": (16, [448, 512]),
@@ -175,7 +175,7 @@ def experiments() -> dict[str, tuple[str, dict]]:
                 f"Table 1 ({ds.upper()}): attention scheme {attn}, TimeSformer 8x224.",
                 {"trainer": trainer(name), "model": paper_model(attn), "data": data},
             )
-    ft = paper_model(pretrained="pretrained/TimeSformer_divST_8x32_224_K400.pyth")
+    ft = paper_model(pretrained="zoo:timesformer_k400")
     ft.update(pretrained_kind="official", lr=0.0005, milestones=[7, 9])
     data = kinetics("data/my_videos", 8, 32, 224, [256, 320])
     data.update(format="folder", video_ext=".mp4")

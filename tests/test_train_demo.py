@@ -25,3 +25,20 @@ def test_demo_pipeline_writes_summary_and_pictures(
     assert heat.size == (4 * 32, 4 * 2 * 32)
     assert Path(res["tsne"]).is_file()
     assert Path(res["tsne"]).with_name("tsne_features.npy").is_file()
+
+
+def test_demo_with_every_scheme_prints_its_results(
+    tiny_synthetic: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, capsys
+) -> None:
+    """``tsf demo`` with axial (no rollout yet) prints its summary; the heatmaps are skipped
+    with a note, the t-SNE is drawn."""
+    from lightning_tsf.commands.demo import main
+
+    net = "--model.net.init_args."
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("--data.data_root")]
+    rc = main(["--root", str(tiny_synthetic), "--out", str(tmp_path / "axial"), "--threads", "1",
+               *overrides, "--trainer.max_epochs=1", f"{net}attention_type=axial"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "test top-1 (video level, 3 views)" in out
+    assert "not drawn: attention rollout covers" in out and "tsne.png (t-SNE)" in out

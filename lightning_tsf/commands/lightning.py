@@ -25,7 +25,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.models import CheckpointError
+from lightning_tsf.models import CheckpointError, zoo
 from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
 from lightning_tsf.train.module import VideoClassifier
 
@@ -120,8 +120,16 @@ class TSFCLI(LightningCLI):
         if data_root and not Path(data_root).exists():
             raise ConfigError(f"data.data_root: path does not exist: {data_root}")
         pretrained = cfg.model.get("pretrained")
-        if pretrained and not Path(pretrained).is_file():
-            raise ConfigError(f"model.pretrained: file does not exist: {pretrained}")
+        if pretrained and str(pretrained).startswith(zoo.PREFIX):
+            try:
+                zoo.entry(str(pretrained).removeprefix(zoo.PREFIX))
+            except KeyError as err:
+                raise ConfigError(f"model.pretrained: {err.args[0]}") from err
+        elif pretrained and not Path(pretrained).is_file():
+            raise ConfigError(
+                f"model.pretrained: file does not exist: {pretrained} (`tsf weights list` shows "
+                "the checkpoints that `zoo:NAME` downloads)"
+            )
         ckpt = cfg.get("ckpt_path")
         if ckpt and str(ckpt) not in SPECIAL_CKPT and not Path(ckpt).is_file():
             raise ConfigError(f"ckpt_path: file does not exist: {ckpt}")
@@ -144,7 +152,7 @@ class TSFCLI(LightningCLI):
         path or value becomes a one-line :class:`ConfigError`."""
         try:
             super().instantiate_classes()
-        except (FileNotFoundError, CheckpointError, AnnotationError) as err:
+        except (FileNotFoundError, CheckpointError, AnnotationError, zoo.ZooError) as err:
             raise ConfigError(str(err)) from err
 
 

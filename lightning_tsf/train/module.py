@@ -22,7 +22,7 @@ from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import average_views
-from lightning_tsf.models import TimeSformer, load_checkpoint
+from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class VideoClassifier(pl.LightningModule):
             symmetry of a zero ``time_embed``: the synthetic demo learns in minutes instead of
             sitting at the order-blind ceiling. Before ``pretrained`` (which overwrites it).
         pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
-            weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune).
+            weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune); a path, or
+            ``zoo:NAME`` (``tsf weights list``), downloaded into the cache on first use.
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the backbone's blocks, one graph for all of them (the
@@ -94,6 +95,8 @@ class VideoClassifier(pl.LightningModule):
                 for name in ("pos_embed", "time_embed"):
                     if hasattr(net, name):
                         getattr(net, name).normal_(0.0, embed_init_std)
+        if pretrained and pretrained.startswith(zoo.PREFIX):
+            pretrained = str(zoo.resolve(pretrained))  # downloaded on first use
         if pretrained:
             report = load_checkpoint(net, pretrained, kind=pretrained_kind,
                                      replace_head=replace_head)  # fmt: skip
