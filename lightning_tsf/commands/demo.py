@@ -66,8 +66,10 @@ def run_experiment(
     wandb_dir = getattr(getattr(logger, "experiment", None), "dir", None)
     finish_wandb(cli.trainer)
     ckpt = cli.trainer.checkpoint_callback
+    val = cli.trainer.callback_metrics.get("val/acc1")
     return {
         **cli.model.test_results,
+        "val_acc1": float(val) if val is not None else float("nan"),
         "fit_seconds": fit_seconds,
         "epochs": cli.trainer.current_epoch,
         "checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt else None,
