@@ -2,7 +2,7 @@
 
 Same small model, data and budget for every scheme (the demo's config with ``attention_type``,
 ``lr`` and the seed overridden): each scheme over a small lr grid and 3 seeds (45 runs of the
-demo's budget: about 1.5 hours on 2 cores; ``--quick``: 5 runs at the demo's lr). The lr is
+demo's budget: about 2 hours on 2 cores; ``--quick``: 5 runs at the demo's lr). The lr is
 chosen per scheme by mean validation top-1; ``<out>/table.md`` reports the test top-1 at that
 lr as mean ± std over the seeds, and each lr's test mean. The order-blind ``space_only`` is
 capped at the synthetic set's order-blind ceiling
