@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from lightning_tsf.data.synthetic import make_synthetic_dataset
 
-    make_synthetic_dataset(args.root)
+    if not (Path(args.root) / "synthetic.json").exists():  # an existing set is used as it is
+        make_synthetic_dataset(args.root)
     seconds = int(args.max_minutes * 60)
     guard = f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}"
     start = time.perf_counter()

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
-    make_synthetic_dataset(args.root)
+    if not (Path(args.root) / "synthetic.json").exists():  # an existing set is used as it is
+        make_synthetic_dataset(args.root)
     minutes = int(args.max_minutes)
     seconds = int(round((args.max_minutes - minutes) * 60))
     guard = f"--trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"
