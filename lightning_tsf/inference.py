@@ -24,7 +24,7 @@ from lightning_tsf.data.decode import VideoDecodeError
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import ViewSpec, average_views, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint
-from lightning_tsf.models.checkpoint import read_checkpoint
+from lightning_tsf.models.checkpoint import head_classes, read_checkpoint
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
 _SPEC_ARGS = set(inspect.signature(ViewSpec).parameters)
@@ -68,13 +68,6 @@ def build_model(config: Mapping[str, Any], num_classes: int | None = None) -> Ti
         kwargs["num_classes"] = num_classes
     kwargs.setdefault("drop_path_rate", 0.0)
     return create_model(preset, **kwargs) if preset else TimeSformer(**kwargs)
-
-
-def _head_classes(state: Mapping[str, Any]) -> int | None:
-    for key, value in state.items():
-        if key.endswith(("head.weight", "classifier.weight")) and isinstance(value, Tensor):
-            return int(value.shape[0])
-    return None
 
 
 def _data_settings(obj: Any, hparams: Mapping[str, Any], model: TimeSformer) -> DataSettings:
@@ -126,7 +119,7 @@ def load_model(
         )
     config.update(overrides or {})
     state = obj.get("state_dict") or obj.get("model_state") or obj
-    model = build_model(config, _head_classes(state) if isinstance(state, Mapping) else None)
+    model = build_model(config, head_classes(state) if isinstance(state, Mapping) else None)
     load_checkpoint(model, obj)
     return model.eval(), _data_settings(obj, hparams, model)
 

@@ -63,12 +63,13 @@ def _build_net(cfg: dict[str, Any], dm: VideoDataModule) -> torch.nn.Module:
 
 
 def _precision(cfg: dict[str, Any], device: torch.device) -> str:
+    """The experiment's precision; ``null`` resolved as ``tsf fit`` does for this device."""
+    from lightning_tsf.commands.lightning import resolve_precision
+
     precision = (cfg.get("trainer") or {}).get("precision")
     if precision is not None:
         return str(precision)
-    if device.type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    return resolve_precision({"accelerator": "cuda" if device.type == "cuda" else "cpu"})
 
 
 def _is_prepared(dm: VideoDataModule) -> bool | None:

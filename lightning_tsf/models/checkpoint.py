@@ -118,6 +118,14 @@ def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
+def head_classes(state: Mapping[str, Tensor]) -> int | None:
+    """Class count of the classifier head in a state dict (ours, official, timm or HF names)."""
+    for key, value in state.items():
+        if key.endswith(("head.weight", "classifier.weight")) and isinstance(value, Tensor):
+            return int(value.shape[0])
+    return None
+
+
 def convert_hf_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """HF transformers TimeSformer names -> official names; tensors unchanged."""
     out: dict[str, Tensor] = {}

@@ -18,7 +18,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_tsf.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from lightning_tsf.models.checkpoint import (
+    CheckpointError,
+    head_classes,
+    load_checkpoint,
+    read_checkpoint,
+)
 from lightning_tsf.models.presets import create_model
 
 CACHE_ENV = "LIGHTNING_TSF_CACHE"
@@ -121,14 +126,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _head_classes(obj: object) -> int | None:
-    state = obj.get("model_state", obj) if isinstance(obj, dict) else {}
-    for key, value in state.items():
-        if key.endswith("head.weight") and hasattr(value, "shape"):
-            return int(value.shape[0])
-    return None
-
-
 def verify(item: ZooEntry, path: Path) -> None:
     """Size and sha256 where known, then a strict load into the matching model (its class
     count read from the file's head, and checked against the entry's where it has one)."""
@@ -138,7 +135,7 @@ def verify(item: ZooEntry, path: Path) -> None:
         raise ZooError(f"{path}: sha256 differs from the known {item.sha256}")
     try:
         obj = read_checkpoint(path)
-        classes = _head_classes(obj)
+        classes = head_classes(obj.get("model_state", obj))
         if item.num_classes and classes is not None and classes != item.num_classes:
             raise CheckpointError(f"its head has {classes} classes, expected {item.num_classes}")
         model = create_model(item.preset, num_frames=item.num_frames,
