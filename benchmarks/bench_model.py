@@ -47,7 +47,8 @@ NUM_CLASSES = 400
 
 
 def build(cfg: dict, impl: str, device: str = "cpu") -> torch.nn.Module:
-    """Our model or HF's, same sizes, no dropout or drop path (so both do identical work)."""
+    """Our model or HF's, same sizes, no dropout or drop path (so both do identical work;
+    ``cfg["drop_path"]`` sets ours)."""
     if impl == "hf":
         from transformers import TimesformerConfig, TimesformerForVideoClassification
 
@@ -78,7 +79,7 @@ def build(cfg: dict, impl: str, device: str = "cpu") -> torch.nn.Module:
             depth=cfg["depth"],
             num_heads=cfg["heads"],
             attention_type=cfg["attn"],
-            drop_path_rate=0.0,
+            drop_path_rate=cfg.get("drop_path", 0.0),
         )
 
 

@@ -1,7 +1,8 @@
-"""Compiled blocks (``compile: true``): one graph for all blocks whatever their drop-path
-rates, full-graph capture of forward and backward for all five schemes equal to eager, a
-warning and eager blocks when compiling fails. On CPU with dynamo's counting backend and
-``aot_eager`` (no code generation), so it runs in seconds."""
+"""Compilation (``compile: true``): the whole model and, as its fallback, the blocks. One graph
+for all blocks whatever their drop-path rates; full-graph capture of forward and backward, of
+the blocks and of the whole model, for all five schemes, equal to eager; a warning and the next
+way down (whole model -> blocks -> eager) when compiling fails. On CPU with dynamo's counting
+backend and ``aot_eager`` (no code generation), so it runs in seconds."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def test_one_graph_for_all_blocks(scheme: str) -> None:
     assert model.compiled and counter.frame_count == 1
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["blocks", "whole"])
 @pytest.mark.parametrize("scheme", list(BLOCKS))
-def test_full_graph_forward_backward_equal_eager(scheme: str) -> None:
+def test_full_graph_forward_backward_equal_eager(scheme: str, whole: bool) -> None:
     torch.manual_seed(0)
     model = TimeSformer(**SMALL, depth=2, drop_path_rate=0.0, attention_type=scheme)
     video = torch.randn(2, 3, 4, 32, 32)
@@ -42,7 +44,8 @@ def test_full_graph_forward_backward_equal_eager(scheme: str) -> None:
     eager.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.compile_blocks(backend="aot_eager", fullgraph=True)  # a graph break would raise
+    compile_fn = model.compile_model if whole else model.compile_blocks
+    compile_fn(backend="aot_eager", fullgraph=True)  # a graph break would raise
     compiled = model(video)
     compiled.sum().backward()
     assert model.compiled
@@ -53,22 +56,55 @@ def test_full_graph_forward_backward_equal_eager(scheme: str) -> None:
     assert set(model.state_dict()) == set(fresh.state_dict())  # keys unchanged
 
 
-def test_failed_compilation_warns_once_and_runs_eager() -> None:
-    def broken_backend(gm, example_inputs):
-        raise RuntimeError("no code generation today")
+def broken_backend(gm, example_inputs):
+    raise RuntimeError("no code generation today")
 
+
+@pytest.mark.parametrize("whole", [False, True], ids=["blocks", "whole"])
+def test_failed_compilation_warns_and_goes_one_way_down(whole: bool) -> None:
+    """Blocks fail -> one warning, eager. Whole model fails -> a warning, then the blocks
+    (same backend, so they fail too) -> a second warning, eager."""
     torch.manual_seed(0)
     model = TimeSformer(**SMALL, depth=3).eval()
     video = torch.randn(1, 3, 4, 32, 32)
     eager = model(video)
-    model.compile_blocks(backend=broken_backend)
-    with pytest.warns(UserWarning, match="torch.compile of the blocks failed") as record:
+    (model.compile_model if whole else model.compile_blocks)(backend=broken_backend)
+    with pytest.warns(UserWarning) as record:
         out = model(video)
         again = model(video)
-    assert len(record) == 1 and not model.compiled
-    assert "no code generation today" in str(record[0].message)
+    messages = [str(r.message) for r in record]
+    if whole:
+        assert "torch.compile of the whole model failed" in messages.pop(0)
+    assert len(messages) == 1 and "torch.compile of the blocks failed" in messages[0]
+    assert "no code generation today" in messages[0] and not model.compiled
     torch.testing.assert_close(out, eager)
     torch.testing.assert_close(again, eager)
+
+
+def test_wrong_input_is_an_input_error_not_a_compile_failure() -> None:
+    model = TimeSformer(**SMALL, depth=1)
+    model.compile_model(backend=broken_backend)
+    with pytest.raises(ValueError, match="channels"):  # checked eagerly, before compiling
+        model(torch.randn(1, 4, 3, 32, 32))
+    assert model.compiled
+
+
+def test_whole_model_compile_uses_the_inductor_workaround() -> None:
+    """With inductor, the coalescing tiling analysis that crashed torch 2.11 is off."""
+    from lightning_tsf.models.timesformer import INDUCTOR_OPTIONS
+
+    assert INDUCTOR_OPTIONS == {"triton.coalesce_tiling_analysis": False}
+    import torch._inductor.config as inductor_config
+
+    assert hasattr(inductor_config.triton, "coalesce_tiling_analysis")  # a real setting
+    model = TimeSformer(**SMALL, depth=1)
+    model.compile_model()
+    assert model.compiled
+    import copy
+    import pickle
+
+    assert not pickle.loads(pickle.dumps(model)).compiled  # compiled wrappers stay behind
+    assert not copy.deepcopy(model).compiled
 
 
 def test_drop_path_statistics() -> None:

@@ -52,8 +52,8 @@ class VideoClassifier(pl.LightningModule):
             ``zoo:NAME`` (``tsf weights list``), downloaded into the cache on first use.
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
-        compile: ``torch.compile`` the backbone's blocks, one graph for all of them (the
-            embedding and head stay eager; state-dict keys are unchanged).
+        compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
+            with a warning if compiling fails); state-dict keys are unchanged.
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
             after the transfer (linked from the data by the CLI).
     """
@@ -116,9 +116,9 @@ class VideoClassifier(pl.LightningModule):
         self.test_results: dict[str, Any] = {}
 
     def configure_model(self) -> None:
-        """Compile the backbone's blocks when asked (:meth:`TimeSformer.compile_blocks`)."""
+        """Compile the backbone when asked (:meth:`TimeSformer.compile_model`)."""
         if self.hparams.compile and not self.net.compiled:
-            self.net.compile_blocks()
+            self.net.compile_model()
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
