@@ -24,6 +24,7 @@ COMMANDS: dict[str, Command] = {
     "predict-files": Command("files", "predict_main", "top-k classes of video files/folders"),
     "heatmap-files": Command("files", "heatmap_main", "attention rollout heatmaps of video files"),
     "features-files": Command("files", "extract_features_main", "feature vectors of video files"),
+    "timeline": Command("files", "timeline_main", "top-k classes of sliding windows over a video"),
     "tsne": Command("files", "tsne_main", "t-SNE plot of a features-files folder"),
     "check-videos": Command("data", "check_videos_main", "list the unreadable videos of a dataset"),
     "prepare": Command("data", "prepare_main", "re-encode a dataset for fast training reads"),

@@ -1,7 +1,7 @@
 """Running a trained TimeSformer: checkpoint → model and its data settings → views → outputs.
 
-Used by every command that runs a trained model (``tsf predict-files``, ``heatmap-files``,
-``features-files``, the demo's pictures) and by the dashboard callbacks. Views come from
+Used by :class:`lightning_tsf.predictor.Predictor` (and so by the commands that run a trained
+model on files), the demo's pictures and the dashboard callbacks. Views come from
 :mod:`lightning_tsf.data.views`, the same path the dataset uses, and scores are averaged per
 video with :func:`~lightning_tsf.data.views.average_views`, as ``tsf test`` does.
 """
@@ -9,7 +9,7 @@ video with :func:`~lightning_tsf.data.views.average_views`, as ``tsf test`` does
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,49 +156,27 @@ def load_views(path: str, settings: DataSettings) -> tuple[Tensor, np.ndarray]:
 
 
 @torch.no_grad()
-def batched(model: TimeSformer, fn: str, views: Tensor, batch_size: int) -> Tensor:
-    """``getattr(model, fn)`` over ``views`` in chunks of ``batch_size`` (on the model's device)."""
+def batched(
+    model: TimeSformer, fn: str | Callable[[Tensor], Tensor], views: Tensor, batch_size: int
+) -> Tensor:
+    """``fn`` (a model method's name, or a function of a batch) over ``views`` in chunks of
+    ``batch_size`` on the model's device; float32 results on the CPU."""
     device = next(model.parameters()).device
-    outs = [getattr(model, fn)(c.to(device)).float().cpu() for c in views.split(batch_size)]
-    return torch.cat(outs)
-
-
-def _one_video(scores: Tensor) -> Tensor:
-    """Mean over the views of a single video (:func:`average_views` with one index)."""
-    return average_views(torch.zeros(len(scores), dtype=torch.long), scores)[1][0]
-
-
-def predict_video(
-    model: TimeSformer, views: Tensor, topk: int, class_names: Sequence[str], batch_size: int = 8
-) -> dict[str, Any]:
-    """Top-``topk`` classes of the views' averaged softmax: indices, names, probabilities."""
-    probs = _one_video(batched(model, "forward", views, batch_size).softmax(-1))
-    p, idx = probs.topk(min(topk, len(probs)))
-    ids = idx.tolist()
-    names = [class_names[i] if i < len(class_names) else str(i) for i in ids]
-    return {"indices": ids, "classes": names, "probs": [round(float(x), 6) for x in p]}
+    call = getattr(model, fn) if isinstance(fn, str) else fn
+    return torch.cat([call(c.to(device)).float().cpu() for c in views.split(batch_size)])
 
 
 @torch.no_grad()
-def video_features(
-    model: TimeSformer, views: Tensor, frame_tokens: bool = False, batch_size: int = 8
-) -> tuple[Tensor, Tensor | None]:
-    """cls feature ``(D,)`` averaged over views, and optionally per-frame tokens ``(T, D)``:
-    the normalised patch tokens of each frame averaged over its patches (and over views)."""
+def clip_frame_tokens(model: TimeSformer, clips: Tensor) -> Tensor:
+    """Per-frame tokens ``(B, T, D)`` of clips ``(B, C, T, H, W)``: each frame's normalised
+    patch tokens averaged over its patches."""
     from einops import rearrange
 
-    feats = _one_video(batched(model, "forward_features", views, batch_size))
-    if not frame_tokens:
-        return feats, None
     if model.attention_type == "space_only":
         raise ValueError("space_only averages frames inside the model: no per-frame tokens")
-    device = next(model.parameters()).device
-    per_view = []
-    for chunk in views.split(batch_size):
-        tokens, _ = model.forward_tokens(chunk.to(device))
-        patches = model.norm(tokens)[:, 1:].float().cpu()  # (B, N*T, D), order (h w t)
-        per_view.append(rearrange(patches, "b (n t) d -> b t n d", t=views.shape[2]).mean(2))
-    return feats, _one_video(torch.cat(per_view).flatten(1)).view(views.shape[2], -1)
+    tokens, _ = model.forward_tokens(clips)
+    patches = model.norm(tokens)[:, 1:]  # (B, N*T, D), order (h w t)
+    return rearrange(patches, "b (n t) d -> b t n d", t=clips.shape[2]).mean(2)
 
 
 def error_line(err: Exception) -> str:

@@ -85,6 +85,29 @@ def write_broken(path: Path, kind: str) -> Path:
 
 BROKEN_KINDS = ("missing", "zero", "truncated", "text", "audio")
 
+# A TimeSformer small enough for CPU tests on 32 px clips of 4 frames, and its class names.
+TINY_NET = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2,
+                num_classes=3)  # fmt: skip
+TINY_CLASSES = ["walk", "run", "jump"]
+
+
+def write_tiny_checkpoint(path: Path, with_config: bool = True, seed: int = 0) -> Path:
+    """A Lightning-format checkpoint of a seeded :data:`TINY_NET` (``state_dict`` with ``net.``
+    prefix, hyper-parameters with the class names and, as LightningCLI stores an injected net,
+    optionally its config)."""
+    import torch
+
+    from lightning_tsf.models import TimeSformer
+
+    torch.manual_seed(seed)
+    net = TimeSformer(**TINY_NET)
+    hp: dict = {"class_names": TINY_CLASSES, "lr": 0.1}
+    if with_config:
+        hp["net"] = {"class_path": "lightning_tsf.models.TimeSformer", "init_args": TINY_NET}
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 0}, path)
+    return path
+
 
 @pytest.fixture
 def kinetics_root(tmp_path: Path, make_video) -> Path:

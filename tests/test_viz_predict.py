@@ -12,14 +12,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CLASSES, TINY_NET, write_tiny_checkpoint
 from PIL import Image
 
 from lightning_tsf.cli import main as tsf
-from lightning_tsf.models import TimeSformer
 
-NET = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2,
-           num_classes=3)  # fmt: skip
-CLASSES = ["walk", "run", "jump"]
+NET, CLASSES = TINY_NET, TINY_CLASSES
 
 # (name, codec, pix_fmt, width, height, fps, frames)
 VIDEOS = [
@@ -56,20 +54,8 @@ def videos(tmp_path_factory) -> Path:
     return root
 
 
-def _checkpoint(path: Path, with_config: bool) -> Path:
-    """A Lightning-format checkpoint (``state_dict`` with ``net.`` prefix, hyper-parameters)."""
-    torch.manual_seed(0)
-    net = TimeSformer(**NET)
-    hp: dict = {"class_names": CLASSES, "lr": 0.1}
-    if with_config:  # as LightningCLI stores an injected net
-        hp["net"] = {"class_path": "lightning_tsf.models.TimeSformer", "init_args": NET}
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 0}, path)
-    return path
-
-
 def test_predict_videos_all_containers(videos, tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
+    ckpt = write_tiny_checkpoint(tmp_path / "m.ckpt", with_config=True)
     out, heat = tmp_path / "preds.json", tmp_path / "heat"
     rc = tsf(["predict-files", str(videos), "--checkpoint", str(ckpt), "--out", str(out),
               "--num-spatial-crops", "3", "--num-temporal-views", "2", "--topk", "2",
@@ -93,9 +79,11 @@ def test_predict_videos_all_containers(videos, tmp_path, capsys):
 
 def test_predict_csv_annotation_file_and_preset(videos, tmp_path, capsys):
     """A checkpoint without a stored config needs --model-config; CSV output with labels."""
-    ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=False)
-    with pytest.raises(ValueError, match="--preset NAME or --model-config"):
-        tsf(["predict-files", str(videos / "a_h264.mp4"), "--checkpoint", str(ckpt)])
+    ckpt = write_tiny_checkpoint(tmp_path / "m.ckpt", with_config=False)
+    assert tsf(["predict-files", str(videos / "a_h264.mp4"), "--checkpoint", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tsf predict-files: error: ") and "--preset NAME or --model-config" in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
     cfg = tmp_path / "net.yaml"
     cfg.write_text("".join(f"{k}: {v}\n" for k, v in NET.items()))
     ann = videos / "list.csv"
@@ -113,7 +101,7 @@ def test_predict_csv_annotation_file_and_preset(videos, tmp_path, capsys):
 
 
 def test_extract_features_shapes(videos, tmp_path, capsys):
-    ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
+    ckpt = write_tiny_checkpoint(tmp_path / "m.ckpt", with_config=True)
     out = tmp_path / "feats"
     rc = tsf(["features-files", str(videos), "--checkpoint", str(ckpt), "--out-dir", str(out),
               "--frame-tokens", "--num-spatial-crops", "3"])  # fmt: skip
@@ -128,7 +116,7 @@ def test_extract_features_shapes(videos, tmp_path, capsys):
 
 
 def test_heatmap_command(videos, tmp_path):
-    ckpt = _checkpoint(tmp_path / "m.ckpt", with_config=True)
+    ckpt = write_tiny_checkpoint(tmp_path / "m.ckpt", with_config=True)
     out = tmp_path / "h"
     rc = tsf(["heatmap-files", str(videos / "b_vp9.webm"), str(videos / "d_mjpeg.avi"),
               "--checkpoint", str(ckpt), "--out-dir", str(out)])  # fmt: skip

@@ -1,42 +1,35 @@
-"""``tsf predict-files``, ``tsf heatmap-files``, ``tsf features-files`` and ``tsf tsne``:
-a trained model on video files (the work is done by :mod:`lightning_tsf.inference`).
+"""``tsf predict-files``, ``heatmap-files``, ``features-files``, ``timeline`` and ``tsf tsne``:
+a trained model on video files. The work is done by :class:`lightning_tsf.predictor.Predictor`;
+these commands parse options, print and write files.
 
 Each video is decoded into the evaluation views (``--num-temporal-views`` clips x
 ``--num-spatial-crops`` crops); predictions average the views' softmax, features average the
 views' cls features. A video that cannot be decoded gets one ``error: ...`` line on stderr and
-the others still run; the exit status is 1 when any video failed.
+the others still run; the exit status is 1 when any video failed. A bad option or checkpoint
+gets one ``tsf <command>: error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from lightning_tsf.data.annotations import read_class_names
 from lightning_tsf.data.decode import BACKENDS
 from lightning_tsf.data.sampling import SAMPLERS
-from lightning_tsf.inference import (
-    DataSettings,
-    collect_videos,
-    error_line,
-    load_model,
-    load_views,
-    predict_video,
-    video_features,
-)
-from lightning_tsf.models import BLOCKS, TimeSformer
-from lightning_tsf.viz.heatmap import save_heatmap_grid
+from lightning_tsf.inference import collect_videos, error_line
+from lightning_tsf.models import BLOCKS
+from lightning_tsf.models.checkpoint import CheckpointError
+from lightning_tsf.predictor import Predictor, VideoError, numbered_name, write_predictions
 from lightning_tsf.viz.plots import plot_tsne, tsne_embed
+
+VIEW_OPTIONS = ("num_frames", "sampling_rate", "sampler", "crop_size", "num_spatial_crops",
+                "num_temporal_views", "backend")  # fmt: skip
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -55,66 +48,23 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-temporal-views", type=int, default=1)
     parser.add_argument("--backend", choices=BACKENDS, help="decoder (default: checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def setup_from_args(args: argparse.Namespace) -> tuple[TimeSformer, DataSettings]:
-    """Model (on ``args.device``) and data settings: the checkpoint's, then the options'."""
-    overrides = {"attention_type": args.attention_type} if args.attention_type else None
-    model, settings = load_model(args.checkpoint, args.preset, args.model_config, overrides)
-    model.to(args.device)
-    given = {
-        "num_frames": args.num_frames,
-        "sampling_rate": args.sampling_rate,
-        "sampler": args.sampler,
-        "crop_size": args.crop_size,
-        "num_spatial_crops": args.num_spatial_crops,
-        "num_temporal_views": args.num_temporal_views,
-        "backend": args.backend,
-    }
-    settings.spec = replace(settings.spec, **{k: v for k, v in given.items() if v is not None})
-    if args.class_names:
-        settings.class_names = read_class_names(args.class_names)
-    return model, settings
-
-
-def _iter_videos(
-    inputs: list[str], settings: DataSettings, failures: list[str]
-) -> Iterator[tuple[str, int, Tensor, np.ndarray]]:
-    """Decoded ``(path, label, views, centre frames)``; failures printed and collected."""
-    for path, label in collect_videos(inputs):
-        try:
-            views, frames = load_views(path, settings)
-        except Exception as err:  # any undecodable file: one line, then carry on
-            print(error_line(err), file=sys.stderr)
-            failures.append(path)
-            continue
-        yield path, label, views, frames
-
-
-def heatmap_name(path: str, index: int) -> str:
-    """PNG file name for a video's heatmap: its stem, prefixed by its position (unique)."""
-    return f"{index:04d}_{Path(path).stem}.png"
-
-
-def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Predictions as JSON (a list) or CSV (one row per video: ``top{k}``/``prob{k}``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() != ".csv":
-        path.write_text(json.dumps(rows, indent=1))
-        return path
-    k = max((len(r.get("classes", [])) for r in rows), default=0)
-    fields = ["path", "label", "error"] + [f"{n}{i + 1}" for i in range(k) for n in ("top", "prob")]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fields)
-        writer.writeheader()
-        for r in rows:
-            row = {"path": r["path"], "label": r.get("label", ""), "error": r.get("error", "")}
-            for i, (c, p) in enumerate(zip(r.get("classes", []), r.get("probs", []))):
-                row[f"top{i + 1}"], row[f"prob{i + 1}"] = c, p
-            writer.writerow(row)
-    return path
+def predictor_from_args(args: argparse.Namespace) -> Predictor:
+    """A :class:`Predictor` from the checkpoint, with the options' view settings over its own."""
+    return Predictor.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        preset=args.preset,
+        model_config=args.model_config,
+        attention_type=args.attention_type,
+        class_names=read_class_names(args.class_names) if args.class_names else None,
+        batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
+        **{k: getattr(args, k) for k in VIEW_OPTIONS},
+    )
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -123,18 +73,20 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _run(
-    args: argparse.Namespace,
-    per_video: Callable[[TimeSformer, DataSettings, tuple], dict[str, Any]],
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Load the model, run ``per_video`` on every decodable input; failures become rows too."""
-    model, settings = setup_from_args(args)
-    failures: list[str] = []
-    rows = []
-    for item in _iter_videos(args.inputs, settings, failures):
-        rows.append({"path": item[0], "label": item[1], **per_video(model, settings, item)})
-    rows += [{"path": p, "error": "cannot decode"} for p in failures]
-    return rows, failures
+def _start(prog: str, args: argparse.Namespace) -> Predictor | None:
+    """The predictor, or None after a one-line error (a bad checkpoint, file or option)."""
+    try:
+        return predictor_from_args(args)
+    except (FileNotFoundError, CheckpointError, ValueError, OSError) as err:
+        print(f"tsf {prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return None
+
+
+def _report(errors: list[VideoError]) -> int:
+    """Print the failed videos; the exit status: 1 when any video failed."""
+    for e in errors:
+        print(e.message, file=sys.stderr)
+    return 1 if errors else 0
 
 
 def predict_main(argv: list[str]) -> int:
@@ -144,25 +96,18 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument("--out", help="write predictions to this .json or .csv file")
     parser.add_argument("--save-heatmap", metavar="DIR", help="write a rollout PNG per video")
     args = parser.parse_args(argv)
-    count = [0]
-
-    def one(model, settings, item) -> dict[str, Any]:
-        path, _, views, frames = item
-        result = predict_video(model, views, args.topk, settings.class_names, args.batch_size)
-        top = "  ".join(f"{c} ({p:.3f})" for c, p in zip(result["classes"], result["probs"]))
-        print(f"{path}: {top}")
-        if args.save_heatmap:
-            png = Path(args.save_heatmap) / heatmap_name(path, count[0])
-            save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
-                              mean=settings.mean, std=settings.std)  # fmt: skip
-            result["heatmap"] = str(png)
-        count[0] += 1
-        return result
-
-    rows, failures = _run(args, one)
+    if (predictor := _start("predict-files", args)) is None:
+        return 2
+    result = predictor.predict(args.inputs, args.topk)
+    for p in result:
+        print(f"{p.path}: " + "  ".join(f"{c} ({x:.3f})" for c, x in zip(p.classes, p.probs)))
+    rows = result.rows()
+    if args.save_heatmap:
+        for row, heat in zip(rows, predictor.heatmaps(args.inputs, args.save_heatmap)):
+            row["heatmap"] = heat.png
     if args.out:
         print(f"wrote {write_predictions(rows, args.out)}")
-    return 1 if failures else 0
+    return _report(result.errors)
 
 
 def heatmap_main(argv: list[str]) -> int:
@@ -170,21 +115,12 @@ def heatmap_main(argv: list[str]) -> int:
     parser = _parser("heatmap-files", "Attention rollout heatmaps of video files.")
     parser.add_argument("--out-dir", required=True, help="PNG grids and maps.pt go here")
     args = parser.parse_args(argv)
-    out = Path(args.out_dir)
-    maps: dict[str, Tensor] = {}
-
-    def one(model, settings, item) -> dict[str, Any]:
-        path, _, views, frames = item
-        png = out / heatmap_name(path, len(maps))
-        maps[path] = save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
-                                       mean=settings.mean, std=settings.std)[0]  # fmt: skip
-        print(f"{path}: {png}")
-        return {"heatmap": str(png)}
-
-    _, failures = _run(args, one)
-    if maps:
-        torch.save(maps, out / "maps.pt")
-    return 1 if failures else 0
+    if (predictor := _start("heatmap-files", args)) is None:
+        return 2
+    result = predictor.heatmaps(args.inputs, args.out_dir)
+    for heat in result:
+        print(f"{heat.path}: {heat.png}")
+    return _report(result.errors)
 
 
 def extract_features_main(argv: list[str]) -> int:
@@ -197,30 +133,55 @@ def extract_features_main(argv: list[str]) -> int:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--frame-tokens", action="store_true", help="also per-frame tokens")
     args = parser.parse_args(argv)
-    feats: list[Tensor] = []
-    tokens: list[Tensor] = []
-
-    def one(model, settings, item) -> dict[str, Any]:
-        f, t = video_features(model, item[2], args.frame_tokens, args.batch_size)
-        feats.append(f)
-        if t is not None:
-            tokens.append(t)
-        return {}
-
-    rows, failures = _run(args, one)
+    if (predictor := _start("features-files", args)) is None:
+        return 2
+    result = predictor.features(args.inputs, args.frame_tokens)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    good = [r for r in rows if "error" not in r]
-    dim = feats[0].shape[-1] if feats else 0
-    np.save(out / "features.npy", torch.stack(feats).numpy() if feats else np.zeros((0, dim)))
+    np.save(out / "features.npy", result.array)
     with (out / "index.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "path", "label"])
-        writer.writerows([i, r["path"], r["label"]] for i, r in enumerate(good))
-    if tokens:
-        torch.save(torch.stack(tokens), out / "frame_tokens.pt")
-    print(f"wrote {len(good)} feature vectors to {out}")
-    return 1 if failures else 0
+        writer.writerows([i, *row] for i, row in enumerate(zip(result.paths, result.labels)))
+    if result.frame_tokens is not None and len(result.frame_tokens):
+        torch.save(torch.from_numpy(result.frame_tokens), out / "frame_tokens.pt")
+    print(f"wrote {len(result)} feature vectors to {out}")
+    return _report(result.errors)
+
+
+def timeline_main(argv: list[str]) -> int:
+    """``tsf timeline``: top-k classes of sliding windows over long videos.
+
+    Per video, ``<out-dir>/<NNNN>_<stem>.csv`` (one row per window: start/end seconds and
+    ``top{k}``/``prob{k}``), ``.json`` (the same with each window's source frames and the
+    video's fps and length) and ``.png`` (a strip: top-1 class and probability over time).
+    Only whole windows are scored (the last ends at or before the video's end); a video
+    shorter than one window gets one window over all of it.
+    """
+    parser = _parser("timeline", "Top-k classes of sliding windows over long videos.")
+    parser.add_argument("--window", type=float, default=2.0, help="window length in seconds")
+    parser.add_argument("--stride", type=float, default=1.0, help="seconds between windows")
+    parser.add_argument("--topk", type=int, default=3)
+    parser.add_argument("--out-dir", required=True, help="CSV, JSON and PNG per video go here")
+    args = parser.parse_args(argv)
+    for option in ("window", "stride", "topk"):
+        if getattr(args, option) <= 0:
+            print(f"tsf timeline: error: --{option} must be positive, got {getattr(args, option)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    if (predictor := _start("timeline", args)) is None:
+        return 2
+    errors = []
+    for i, (path, _) in enumerate(collect_videos(args.inputs)):
+        try:
+            timeline = predictor.timeline(path, args.window, args.stride, args.topk)
+        except Exception as err:  # any undecodable file: one line, then carry on
+            errors.append(VideoError(path, error_line(err)))
+            continue
+        written = timeline.save(args.out_dir, numbered_name(path, i, ""))
+        note = f" ({timeline.note})" if timeline.note else ""
+        print(f"{path}: {len(timeline.windows)} window(s){note}: {written[0]}")
+    return _report(errors)
 
 
 def tsne_main(argv: list[str]) -> int:

@@ -121,3 +121,34 @@ def sample_indices(
     if sampler == "segment":
         return segment_indices(video_len, num_frames, **kwargs)
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+
+
+def sliding_windows(
+    video_len: int, fps: float, window_s: float, stride_s: float, num_frames: int
+) -> list[tuple[float, float, np.ndarray]]:
+    """Windows of ``window_s`` seconds every ``stride_s`` seconds over a video, for a timeline.
+
+    Returns ``(start_s, end_s, indices)`` per window: the window covers source frames
+    ``round(start_s·fps)`` up to (not including) ``round(end_s·fps)``, and ``indices`` spreads
+    the clip's ``num_frames`` over them with the segment sampler's test positions (one frame
+    at the middle of each equal part). Only whole windows are kept: a window that would run
+    past the end of the video is dropped, so a tail shorter than the stride is not scored. A
+    video shorter than one window gives one window over the whole video.
+    """
+    if video_len <= 0 or fps <= 0:
+        raise ValueError(f"empty video ({video_len} frames at {fps} fps)")
+    if window_s <= 0 or stride_s <= 0:
+        raise ValueError(f"window and stride must be positive (got {window_s} s, {stride_s} s)")
+    duration = video_len / fps
+    if duration <= window_s:
+        bounds = [(0.0, duration)]
+    else:
+        count = int(np.floor((duration - window_s) / stride_s + 1e-9)) + 1
+        starts = [round(float(i * stride_s), 9) for i in range(count)]
+        bounds = [(start, round(start + window_s, 9)) for start in starts]
+    windows = []
+    for start, end in bounds:
+        first = min(int(round(start * fps)), video_len - 1)
+        last = min(max(int(round(end * fps)), first + 1), video_len)
+        windows.append((start, end, first + segment_indices(last - first, num_frames, train=False)))
+    return windows

@@ -97,11 +97,15 @@ def decode_clip(
         reader.close()
 
 
-def temporal_view(path: str, spec: ViewSpec, temporal: int) -> Tensor:
-    """Temporal clip ``temporal`` decoded once, short side resized to ``test_short_side`` (or
+def resize_clip(frames: np.ndarray, spec: ViewSpec) -> Tensor:
+    """Decoded ``(T, H, W, 3)`` frames with the short side resized to ``test_short_side`` (or
     the crop size): ``(T, C, H', W')`` uint8, ready for :func:`spatial_view`."""
-    short_side = spec.test_short_side or spec.crop_size
-    return resize_short_side(decode_clip(path, spec, temporal), short_side)
+    return resize_short_side(frames, spec.test_short_side or spec.crop_size)
+
+
+def temporal_view(path: str, spec: ViewSpec, temporal: int) -> Tensor:
+    """Temporal clip ``temporal`` decoded once and :func:`resize_clip`-ed."""
+    return resize_clip(decode_clip(path, spec, temporal), spec)
 
 
 def spatial_view(resized: Tensor, spec: ViewSpec, spatial: int) -> Tensor:
@@ -109,13 +113,17 @@ def spatial_view(resized: Tensor, spec: ViewSpec, spatial: int) -> Tensor:
     return spatial_crop(resized, spec.crop_size, spatial, spec.num_spatial_crops)
 
 
+def clip_views(frames: np.ndarray, spec: ViewSpec) -> Tensor:
+    """The spatial crops of one decoded clip ``(T, H, W, 3)``: ``(num_spatial_crops, T, C,
+    crop, crop)`` uint8. Also used for clips at indices chosen elsewhere (timeline windows)."""
+    resized = resize_clip(frames, spec)
+    return torch.stack([spatial_view(resized, spec, s) for s in range(spec.num_spatial_crops)])
+
+
 def read_views(path: str, spec: ViewSpec) -> Tensor:
     """All views of one video, ``(V, T, C, crop, crop)`` uint8, in view order."""
-    views = []
-    for temporal in range(spec.num_temporal_views):
-        resized = temporal_view(path, spec, temporal)
-        views += [spatial_view(resized, spec, s) for s in range(spec.num_spatial_crops)]
-    return torch.stack(views)
+    views = [clip_views(decode_clip(path, spec, t), spec) for t in range(spec.num_temporal_views)]
+    return torch.cat(views)
 
 
 def average_views(video_index: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:

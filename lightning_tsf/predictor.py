@@ -1,0 +1,490 @@
+"""Using a trained model from Python: :class:`Predictor`.
+
+One object holds a model, its data settings and the device; its methods take videos (a file, a
+folder searched recursively, an annotation file, or a list of these) and return small result
+objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``features-files``,
+``heatmap-files`` and ``timeline`` commands are thin wrappers over it.
+
+Views of consecutive videos share forward passes (``batch_size`` views per pass), so many short
+videos are not run one small batch each. A video that cannot be decoded is not dropped silently:
+it is listed in the result's ``errors`` with a one-line reason.
+
+Example (``CHECKPOINT``, ``VIDEO`` and ``FOLDER`` stand for your files)::
+
+    >>> from lightning_tsf import Predictor
+    >>> predictor = Predictor.from_checkpoint(CHECKPOINT, device="cpu")
+    >>> result = predictor.predict(VIDEO, top_k=2)
+    >>> top = result[0]
+    >>> len(top.classes), top.classes[0] in predictor.class_names, top.probs[0] >= top.probs[1]
+    (2, True, True)
+    >>> sorted(result.rows()[0])
+    ['classes', 'indices', 'label', 'path', 'probs']
+    >>> features = predictor.features(FOLDER)
+    >>> features.array.shape == (len(features.paths), predictor.model.embed_dim)
+    True
+    >>> [Path(e.path).name for e in features.errors]
+    ['broken.mp4']
+    >>> timeline = predictor.timeline(LONG_VIDEO, window_s=2.0, stride_s=1.0, top_k=3)
+    >>> [w.start_s for w in timeline.windows]
+    [0.0, 1.0, 2.0]
+    >>> sorted(p.suffix for p in timeline.save(OUT_DIR))
+    ['.csv', '.json', '.png']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_tsf.data.decode import make_reader
+from lightning_tsf.data.sampling import sliding_windows
+from lightning_tsf.data.transforms import normalize_video
+from lightning_tsf.data.views import ViewSpec, average_views, clip_views
+from lightning_tsf.inference import (
+    DataSettings,
+    batched,
+    clip_frame_tokens,
+    collect_videos,
+    error_line,
+    load_model,
+    load_views,
+)
+from lightning_tsf.models import TimeSformer
+
+VideoInput = str | Path | Sequence[str | Path]
+Item = TypeVar("Item")
+R = TypeVar("R")
+HANDFUL = 5  # more videos (or windows) than this get a progress bar on a terminal
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass
+class VideoError:
+    """A video that could not be decoded, with the one-line reason."""
+
+    path: str
+    message: str
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one video: the mean of its views' softmax."""
+
+    path: str
+    label: int  # from an annotation file, else -1
+    indices: list[int]
+    classes: list[str]
+    probs: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``path``, ``label``, ``indices``, ``classes``, ``probs``)."""
+        return asdict(self)
+
+
+@dataclass
+class PerVideo(Generic[R]):
+    """Results of decoded videos in input order (iterable, indexable) and the failed ones."""
+
+    videos: list[R] = field(default_factory=list)
+    errors: list[VideoError] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __iter__(self) -> Iterator[R]:
+        return iter(self.videos)
+
+    def __getitem__(self, i: int) -> R:
+        return self.videos[i]
+
+
+@dataclass
+class Predictions(PerVideo[Prediction]):
+    """:meth:`Predictor.predict`'s result: one :class:`Prediction` per decoded video."""
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per video; failed videos last, as ``{"path", "error": "cannot decode"}``."""
+        return [p.to_dict() for p in self.videos] + [
+            {"path": e.path, "error": "cannot decode"} for e in self.errors
+        ]
+
+    def save(self, path: str | Path) -> Path:
+        """:meth:`rows` as JSON, or as CSV when ``path`` ends in ``.csv``."""
+        return write_predictions(self.rows(), path)
+
+
+@dataclass
+class Features:
+    """:meth:`Predictor.features`' result: ``array`` ``(N, D)`` float32, one row per decoded
+    video (``paths``/``labels`` in the same order); ``np.asarray(features)`` gives ``array``."""
+
+    array: np.ndarray
+    paths: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    errors: list[VideoError] = field(default_factory=list)
+    frame_tokens: np.ndarray | None = None  # (N, T, D) when asked for
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+
+@dataclass
+class Heatmap:
+    """Attention rollout of one video's centre view: raw ``maps`` ``(T, h, w)``, the ``image``
+    grid (frames above overlays) and the PNG it was written to, if any."""
+
+    path: str
+    label: int
+    maps: Tensor
+    image: np.ndarray
+    png: str | None = None
+
+
+@dataclass
+class Heatmaps(PerVideo[Heatmap]):
+    """:meth:`Predictor.heatmaps`' result: one :class:`Heatmap` per decoded video."""
+
+
+@dataclass
+class Window:
+    """One timeline window: seconds, the source frames its clip decodes, its top-k."""
+
+    start_s: float
+    end_s: float
+    frames: list[int]
+    indices: list[int]
+    classes: list[str]
+    probs: list[float]
+
+
+@dataclass
+class Timeline:
+    """:meth:`Predictor.timeline`'s result for one video. ``note`` says when the video was
+    shorter than one window (then there is one window over the whole video)."""
+
+    path: str
+    fps: float
+    num_frames: int
+    window_s: float
+    stride_s: float
+    windows: list[Window]
+    class_names: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the video in seconds (frames / fps)."""
+        return self.num_frames / self.fps
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per window: ``window, start_s, end_s, top1, prob1, top2, ...``."""
+        rows = []
+        for i, w in enumerate(self.windows):
+            row: dict[str, Any] = {"window": i, "start_s": w.start_s, "end_s": w.end_s}
+            for k, (c, p) in enumerate(zip(w.classes, w.probs), 1):
+                row[f"top{k}"], row[f"prob{k}"] = c, p
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready: the video's facts and the windows."""
+        out = asdict(self)
+        out["duration_s"] = self.duration_s
+        return out
+
+    def save(self, out_dir: str | Path, name: str | None = None) -> list[Path]:
+        """Write ``<name>.csv`` (:meth:`rows`), ``<name>.json`` (:meth:`to_dict`) and
+        ``<name>.png`` (the strip) into ``out_dir``; ``name`` defaults to the video's stem."""
+        from lightning_tsf.viz.timeline import plot_timeline
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = name or Path(self.path).stem
+        rows = self.rows()
+        csv_path, json_path, png = (out / f"{stem}{s}" for s in (".csv", ".json", ".png"))
+        with csv_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        json_path.write_text(json.dumps(self.to_dict(), indent=1))
+        w = self.windows
+        title = f"{Path(self.path).name}: top-1 class per {self.window_s:g} s window"
+        plot_timeline([x.start_s for x in w], [x.end_s for x in w], [x.indices[0] for x in w],
+                      [x.probs[0] for x in w], self.class_names, png, stride_s=self.stride_s,
+                      title=title)  # fmt: skip
+        return [csv_path, json_path, png]
+
+
+# ---------------------------------------------------------------------------- the predictor
+class Predictor:
+    """A trained TimeSformer ready to run on video files.
+
+    ``device``: None picks ``cuda`` when available, else ``cpu``. ``batch_size``: views per
+    forward pass (views of several videos share one). ``progress``: a tqdm bar over videos;
+    None shows it on a terminal for more than a handful of videos, False never.
+    """
+
+    def __init__(
+        self,
+        model: TimeSformer,
+        settings: DataSettings,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        progress: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().to(self.device)
+        self.settings = settings
+        self.batch_size = batch_size
+        self.progress = progress
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        *,
+        preset: str | None = None,
+        model_config: str | None = None,
+        attention_type: str | None = None,
+        class_names: Sequence[str] | None = None,
+        batch_size: int = 8,
+        progress: bool | None = None,
+        **views: Any,
+    ) -> Predictor:
+        """Load a Lightning ``.ckpt``, an official ``.pyth`` or an HF checkpoint
+        (:func:`~lightning_tsf.inference.load_model`: official/HF files need ``preset`` or
+        ``model_config``). ``views``: :class:`~lightning_tsf.data.views.ViewSpec` fields
+        (``num_spatial_crops=3``, ``num_temporal_views``, ``backend``...) over the checkpoint's."""
+        unknown = set(views) - set(ViewSpec.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown view option(s): {', '.join(sorted(unknown))}")
+        overrides = {"attention_type": attention_type} if attention_type else None
+        model, settings = load_model(str(path), preset, model_config, overrides)
+        given = {k: v for k, v in views.items() if v is not None}
+        settings.spec = replace(settings.spec, **given)
+        if class_names is not None:
+            settings.class_names = list(class_names)
+        return cls(model, settings, device, batch_size, progress)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names (the checkpoint's, or the class indices as text)."""
+        names = self.settings.class_names
+        return list(names) or [str(i) for i in range(self.model.num_classes)]
+
+    # ------------------------------------------------------------------ public methods
+    def predict(self, videos: VideoInput, top_k: int = 5) -> Predictions:
+        """Top-``top_k`` classes of each video (the mean softmax of its views)."""
+        result = Predictions()
+        names = self.class_names
+        for (path, label), logits in self._per_video(videos, "forward", result.errors):
+            result.videos.append(Prediction(path, label, *_top_k(logits, top_k, names)))
+        return result
+
+    def features(self, videos: VideoInput, frame_tokens: bool = False) -> Features:
+        """One cls feature per video (averaged over its views), ``(N, D)``; ``frame_tokens``
+        also gives each frame's patch tokens averaged over patches and views, ``(N, T, D)``."""
+        errors: list[VideoError] = []
+        fn: str | Callable[[Tensor], Tensor] = "forward_features"
+        if frame_tokens:
+            fn = partial(_features_and_tokens, self.model)
+        rows, paths, labels = [], [], []
+        for (path, label), out in self._per_video(videos, fn, errors):
+            rows.append(_mean_views(out))
+            paths.append(path)
+            labels.append(label)
+        dim = self.model.embed_dim
+        stacked = torch.stack(rows).numpy() if rows else np.zeros((0, dim), np.float32)
+        tokens = None
+        if frame_tokens:
+            tokens = stacked[:, dim:].reshape(len(stacked), -1, dim)
+        return Features(stacked[:, :dim].copy(), paths, labels, errors, tokens)
+
+    def heatmaps(self, videos: VideoInput, out_dir: str | Path | None = None) -> Heatmaps:
+        """Attention-rollout heatmaps of each video's centre view. With ``out_dir``: one PNG
+        grid per video (``0000_<stem>.png``, numbered in order) and ``maps.pt``, a dict
+        path → raw maps ``(T, h, w)``."""
+        from lightning_tsf.viz.heatmap import render_heatmaps, save_png
+
+        result = Heatmaps()
+        centre = self.settings.spec.centre_view
+        for path, label, views, frames in self._decoded(videos, result.errors):
+            clip = views[centre].to(self.device)
+            image, maps = render_heatmaps(self.model, clip, frames, mean=self.settings.mean,
+                                          std=self.settings.std)  # fmt: skip
+            png = None
+            if out_dir is not None:
+                png = str(save_png(image, Path(out_dir) / numbered_name(path, len(result))))
+            result.videos.append(Heatmap(path, label, maps[0].cpu(), image, png))
+        if out_dir is not None and result.videos:
+            torch.save({h.path: h.maps for h in result.videos}, Path(out_dir) / "maps.pt")
+        return result
+
+    def timeline(
+        self, video: str | Path, window_s: float = 2.0, stride_s: float = 1.0, top_k: int = 3
+    ) -> Timeline:
+        """Top-``top_k`` classes of windows of ``window_s`` seconds every ``stride_s`` seconds.
+
+        Each window is one clip with the model's frames spread over the window
+        (:func:`~lightning_tsf.data.sampling.sliding_windows`: whole windows only, the last one
+        ending at or before the end of the video; a video shorter than a window gives one
+        window, and :attr:`Timeline.note` says so), scored over the spatial crops of the
+        settings. Raises :class:`~lightning_tsf.data.decode.VideoDecodeError` for an
+        unreadable video and ``ValueError`` for a non-positive window or stride.
+        """
+        spec = self.settings.spec
+        reader = make_reader(str(video), spec.backend, spec.decode_short_side)
+        try:
+            length, fps = len(reader), reader.fps
+            spans = sliding_windows(length, fps, window_s, stride_s, spec.num_frames)
+            clips = ((w, self._normalise(clip_views(reader.get_frames(w[2]), spec))) for w in spans)
+            scores = list(self._stream(self._bar(clips, len(spans), "windows"), "forward"))
+        finally:
+            reader.close()
+        names, windows = self.class_names, []
+        for (start, end, frames), logits in scores:
+            windows.append(Window(start, end, frames.tolist(), *_top_k(logits, top_k, names)))
+        note = ""
+        if length / fps <= window_s:
+            note = f"video ({length / fps:.3g} s) not longer than the window: one window"
+        return Timeline(str(video), fps, length, window_s, stride_s, windows, names, note)
+
+    # ------------------------------------------------------------------ the machinery
+    def _bar(self, items: Iterable[Item], total: int, unit: str) -> Iterable[Item]:
+        show = self.progress
+        if show is None:
+            show = total > HANDFUL and sys.stderr.isatty()
+        if not show:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, total=total, unit=unit.rstrip("s"), desc=unit)
+
+    def _normalise(self, views: Tensor) -> Tensor:
+        """uint8 ``(V, T, C, S, S)`` → the model's normalised ``(V, C, T, S, S)``."""
+        return normalize_video(views.transpose(1, 2), self.settings.mean, self.settings.std)
+
+    def _videos(self, videos: VideoInput) -> Iterable[tuple[str, int]]:
+        """``(path, label)`` of the inputs, under the progress bar."""
+        inputs = [videos] if isinstance(videos, str | Path) else list(videos)
+        items = collect_videos([str(v) for v in inputs])
+        return self._bar(items, len(items), "videos")
+
+    def _decoded(
+        self, videos: VideoInput, errors: list[VideoError]
+    ) -> Iterator[tuple[str, int, Tensor, np.ndarray]]:
+        """``(path, label, views, centre frames)`` of each decodable video
+        (:func:`~lightning_tsf.inference.load_views`); failures go to ``errors``."""
+        for path, label in self._videos(videos):
+            try:
+                views, frames = load_views(path, self.settings)
+            except Exception as err:  # any undecodable file: reported, the others go on
+                errors.append(VideoError(path, error_line(err)))
+                continue
+            yield path, label, views, frames
+
+    def _per_video(
+        self, videos: VideoInput, fn: str | Callable[[Tensor], Tensor], errors: list[VideoError]
+    ) -> Iterator[tuple[tuple[str, int], Tensor]]:
+        """``fn``'s outputs ``(V, ...)`` over each decodable video's views."""
+        decoded = self._decoded(videos, errors)
+        return self._stream((((path, label), views) for path, label, views, _ in decoded), fn)
+
+    def _stream(
+        self, items: Iterable[tuple[Item, Tensor]], fn: str | Callable[[Tensor], Tensor]
+    ) -> Iterator[tuple[Item, Tensor]]:
+        """Run ``fn`` over the views of consecutive items, ``batch_size`` views per forward
+        (an item's views may share a pass with the next item's); yield ``(item, outputs)`` in
+        order as soon as all of an item's views are done."""
+        size = self.batch_size
+        waiting: deque[tuple[Item, int]] = deque()  # items whose outputs are not all there
+        queued: list[Tensor] = []  # views not run yet
+        done: Tensor | None = None  # outputs not handed out yet
+        for item, views in _with_end(items):
+            if views is not None:
+                waiting.append((item, len(views)))
+                queued.append(views)
+            count = sum(len(v) for v in queued)
+            if count >= size or (views is None and count):
+                x = torch.cat(queued)
+                cut = len(x) if views is None else count // size * size
+                out = batched(self.model, fn, x[:cut], size)
+                done = out if done is None else torch.cat([done, out])
+                queued = [x[cut:]] if cut < len(x) else []
+            while done is not None and waiting and waiting[0][1] <= len(done):
+                first, n = waiting.popleft()
+                yield first, done[:n]
+                done = done[n:]
+
+
+def _mean_views(scores: Tensor) -> Tensor:
+    """Mean over the rows of one video's views, with the averaging ``tsf test`` uses."""
+    return average_views(torch.zeros(len(scores), dtype=torch.long), scores)[1][0]
+
+
+def _top_k(
+    logits: Tensor, k: int, names: Sequence[str]
+) -> tuple[list[int], list[str], list[float]]:
+    """Indices, names and probabilities (6 decimals) of the ``k`` best classes of the mean
+    softmax of one video's (or window's) views ``(V, K)``."""
+    p, idx = _mean_views(logits.softmax(-1)).topk(min(k, logits.shape[-1]))
+    ids = idx.tolist()
+    return (
+        ids,
+        [names[i] if i < len(names) else str(i) for i in ids],
+        [round(float(x), 6) for x in p],
+    )
+
+
+def _with_end(items: Iterable[tuple[Item, Tensor]]) -> Iterator[tuple[Any, Tensor | None]]:
+    """The items, then ``(None, None)`` to flush the last batch."""
+    yield from items
+    yield None, None
+
+
+def _features_and_tokens(model: TimeSformer, clips: Tensor) -> Tensor:
+    """cls features and flattened per-frame tokens side by side: ``(B, D + T·D)``."""
+    return torch.cat([model.forward_features(clips), clip_frame_tokens(model, clips).flatten(1)], 1)
+
+
+# ---------------------------------------------------------------------------- files
+def numbered_name(path: str, index: int, suffix: str = ".png") -> str:
+    """Output file name for a video: its stem prefixed by its position, so names are unique."""
+    return f"{index:04d}_{Path(path).stem}{suffix}"
+
+
+def write_predictions(rows: list[Mapping[str, Any]], path: str | Path) -> Path:
+    """Predictions as JSON (a list) or CSV (one row per video: ``top{k}``/``prob{k}``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() != ".csv":
+        path.write_text(json.dumps(rows, indent=1))
+        return path
+    k = max((len(r.get("classes", [])) for r in rows), default=0)
+    fields = ["path", "label", "error"] + [f"{n}{i + 1}" for i in range(k) for n in ("top", "prob")]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for r in rows:
+            row = {"path": r["path"], "label": r.get("label", ""), "error": r.get("error", "")}
+            for i, (c, p) in enumerate(zip(r.get("classes", []), r.get("probs", []))):
+                row[f"top{i + 1}"], row[f"prob{i + 1}"] = c, p
+            writer.writerow(row)
+    return path
