@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,8 +31,7 @@ def test_demo_pipeline_writes_summary_and_pictures(
 def test_demo_with_every_scheme_prints_its_results(
     tiny_synthetic: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, capsys
 ) -> None:
-    """``tsf demo`` with axial (no rollout yet) prints its summary; the heatmaps are skipped
-    with a note, the t-SNE is drawn."""
+    """``tsf demo`` with axial prints its summary and draws the heatmaps and the t-SNE."""
     from lightning_tsf.commands.demo import main
 
     net = "--model.net.init_args."
@@ -41,4 +41,6 @@ def test_demo_with_every_scheme_prints_its_results(
     assert rc == 0
     out = capsys.readouterr().out
     assert "test top-1 (video level, 3 views)" in out
-    assert "not drawn: attention rollout covers" in out and "tsne.png (t-SNE)" in out
+    assert "heatmaps.png (attention rollout)" in out and "tsne.png (t-SNE)" in out
+    heatmaps = re.search(r"pictures: +(\S+) \(attention rollout\)", out).group(1)
+    assert Image.open(heatmaps).size == (4 * 32, 4 * 2 * 32)
