@@ -286,17 +286,14 @@ def test_rigged_model_peaks_at_target(scheme):
     assert float(attn[0][step.get(scheme, "attn")].max()) > 0.99  # the rig: one-hot attention
 
 
-def test_heatmap_grid_png(tmp_path):
+def test_heatmap_grid_pixels_peak_at_target():
+    # heatmap_grid is the pixel-exact building block of the figure: frames over overlays.
     target = (1, 0, 2)
     model, video = _rigged_model("divided_space_time", target)
     frames = np.full((3, 16, 16, 3), 128, np.uint8)
-    path = tmp_path / "grid.png"
-    maps = save_heatmap_grid(model, video, frames, path)
-    from PIL import Image
-
-    img = np.asarray(Image.open(path).convert("RGB"))
+    maps, _ = attention_rollout(model, video)
+    img = heatmap_grid(frames, maps[0])
     assert img.shape == (2 * 16, 3 * 16, 3)  # frames row + overlay row, 3 frames wide
-    assert maps.shape == (1, 3, 4, 4)
     over = img[16:].astype(int)
     assert over.std() > 5  # not blank
     redness = (over[..., 0] - over[..., 2]).reshape(16, 3, 16)  # (y, frame, x)
@@ -305,12 +302,23 @@ def test_heatmap_grid_png(tmp_path):
     np.testing.assert_array_equal(img[:16], np.concatenate(list(frames), axis=1))
 
 
+def test_save_heatmap_grid_png_upscaled(tmp_path):
+    model, video = _rigged_model("axial", (1, 0, 2))
+    path = tmp_path / "grid.png"
+    maps = save_heatmap_grid(model, video, None, path, names=["clip.mp4"])
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert maps.shape == (1, 3, 4, 4)
+    assert width >= 3 * 112 and height >= 2 * 112  # 16 px frames drawn at 112 px or more
+
+
 def test_render_heatmaps_batch_denormalises():
     model = TimeSformer(
         img_size=16, patch_size=8, num_frames=2, num_classes=3, embed_dim=16, depth=2, num_heads=2
     )
     video = torch.randn(2, 3, 2, 16, 16)
     image, maps = render_heatmaps(model, video)
-    assert image.shape == (2 * 2 * 16, 2 * 16, 3) and image.dtype == np.uint8
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    assert image.shape[0] >= 2 * 2 * 112 and image.shape[1] >= 2 * 112  # 2 clips, 2 frames
     assert maps.shape == (2, 2, 2, 2) and bool((maps > 0).all())
-    assert heatmap_grid(image[:16, :16][None], maps[0, :1]).shape == (32, 16, 3)

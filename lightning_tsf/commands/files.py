@@ -25,6 +25,7 @@ from torch import Tensor
 from lightning_tsf.data.annotations import read_class_names
 from lightning_tsf.data.decode import BACKENDS
 from lightning_tsf.data.sampling import SAMPLERS
+from lightning_tsf.data.views import clip_frame_indices
 from lightning_tsf.inference import (
     DataSettings,
     collect_videos,
@@ -97,6 +98,21 @@ def heatmap_name(path: str, index: int) -> str:
     return f"{index:04d}_{Path(path).stem}.png"
 
 
+def save_heatmap(
+    model: TimeSformer, settings: DataSettings, item: tuple[str, int, Tensor, np.ndarray], png: Path
+) -> Tensor:
+    """The rollout figure of a decoded video's centre view (``item`` from the decoding loop),
+    titled with its file name, label and prediction, frames labelled with their source index."""
+    path, label, views, frames = item
+    spec = settings.spec
+    temporal = spec.split(spec.centre_view)[0]
+    return save_heatmap_grid(
+        model, views[spec.centre_view], frames, png, names=[Path(path).name], labels=[label],
+        class_names=settings.class_names, frame_indices=[clip_frame_indices(path, spec, temporal)],
+        mean=settings.mean, std=settings.std,
+    )  # fmt: skip
+
+
 def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Predictions as JSON (a list) or CSV (one row per video: ``top{k}``/``prob{k}``)."""
     path = Path(path)
@@ -147,14 +163,13 @@ def predict_main(argv: list[str]) -> int:
     count = [0]
 
     def one(model, settings, item) -> dict[str, Any]:
-        path, _, views, frames = item
+        path, views = item[0], item[2]
         result = predict_video(model, views, args.topk, settings.class_names, args.batch_size)
         top = "  ".join(f"{c} ({p:.3f})" for c, p in zip(result["classes"], result["probs"]))
         print(f"{path}: {top}")
         if args.save_heatmap:
             png = Path(args.save_heatmap) / heatmap_name(path, count[0])
-            save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
-                              mean=settings.mean, std=settings.std)  # fmt: skip
+            save_heatmap(model, settings, item, png)
             result["heatmap"] = str(png)
         count[0] += 1
         return result
@@ -174,10 +189,9 @@ def heatmap_main(argv: list[str]) -> int:
     maps: dict[str, Tensor] = {}
 
     def one(model, settings, item) -> dict[str, Any]:
-        path, _, views, frames = item
+        path = item[0]
         png = out / heatmap_name(path, len(maps))
-        maps[path] = save_heatmap_grid(model, views[settings.spec.centre_view], frames, png,
-                                       mean=settings.mean, std=settings.std)[0]  # fmt: skip
+        maps[path] = save_heatmap(model, settings, item, png)[0]
         print(f"{path}: {png}")
         return {"heatmap": str(png)}
 
