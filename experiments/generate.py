@@ -232,8 +232,23 @@ def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
     }
 
 
+def dashboard(every_n_epochs: int) -> list[dict]:
+    """The four W&B dashboard callbacks (lightning_tsf/viz/callbacks.py): rollout heatmaps,
+    t-SNE, confusion matrix and a predictions table with the clips, every ``every_n_epochs``
+    validation epochs and at the last one."""
+    viz = "lightning_tsf.viz.callbacks."
+    every = {"every_n_epochs": every_n_epochs}
+    return [
+        {"class_path": f"{viz}AttentionHeatmapCallback", "init_args": {"num_videos": 4, **every}},
+        {"class_path": f"{viz}TSNECallback", "init_args": {**every}},
+        {"class_path": f"{viz}ConfusionMatrixCallback", "init_args": {**every}},
+        {"class_path": f"{viz}PredictionTableCallback", "init_args": {"num_videos": 8, **every}},
+    ]
+
+
 def demo() -> dict:
     t = trainer("demo", epochs=40, global_batch=16, accelerator="cpu", devices=1)
+    t["callbacks"] += dashboard(every_n_epochs=10)
     t["max_time"] = "00:00:04:00"
     t["log_every_n_steps"] = 10
     t["gradient_clip_val"] = 1.0

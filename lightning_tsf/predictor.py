@@ -50,7 +50,7 @@ from torch import Tensor
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.data.transforms import normalize_video
-from lightning_tsf.data.views import ViewSpec, average_views, clip_views
+from lightning_tsf.data.views import ViewSpec, average_views, clip_frame_indices, clip_views
 from lightning_tsf.inference import (
     DataSettings,
     batched,
@@ -318,17 +318,22 @@ class Predictor:
         return Features(stacked[:, :dim].copy(), paths, labels, errors, tokens)
 
     def heatmaps(self, videos: VideoInput, out_dir: str | Path | None = None) -> Heatmaps:
-        """Attention-rollout heatmaps of each video's centre view. With ``out_dir``: one PNG
+        """Attention-rollout heatmaps of each video's centre view, titled with the file name,
+        true and predicted class, frames labelled with their source index. With ``out_dir``: one PNG
         grid per video (``0000_<stem>.png``, numbered in order) and ``maps.pt``, a dict
         path → raw maps ``(T, h, w)``."""
         from lightning_tsf.viz.heatmap import render_heatmaps, save_png
 
         result = Heatmaps()
-        centre = self.settings.spec.centre_view
+        spec = self.settings.spec
+        temporal = spec.split(spec.centre_view)[0]
         for path, label, views, frames in self._decoded(videos, result.errors):
-            clip = views[centre].to(self.device)
-            image, maps = render_heatmaps(self.model, clip, frames, mean=self.settings.mean,
-                                          std=self.settings.std)  # fmt: skip
+            clip = views[spec.centre_view].to(self.device)
+            image, maps = render_heatmaps(
+                self.model, clip, frames, names=[Path(path).name], labels=[label],
+                class_names=self.class_names, mean=self.settings.mean, std=self.settings.std,
+                frame_indices=[clip_frame_indices(path, spec, temporal)],
+            )  # fmt: skip
             png = None
             if out_dir is not None:
                 png = str(save_png(image, Path(out_dir) / numbered_name(path, len(result))))

@@ -29,6 +29,7 @@ def test_grid_table_and_resume(tiny_synthetic: Path, tmp_path: Path, capsys, mon
     assert main(args) == 0
     runs = sorted((tmp_path / "abl").glob("*/*.json"))
     assert len(runs) == 2 * 2 * 2
+    assert not list((tmp_path / "abl").rglob("viz"))  # no dashboard pictures in the ablation
     table = (tmp_path / "abl" / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| space_only")
             or line.startswith("| divided_space_time")]  # fmt: skip

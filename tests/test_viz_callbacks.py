@@ -61,7 +61,8 @@ def test_wandb_offline_run_has_images_and_table(data_root, tmp_path, monkeypatch
         found = [n for n in names if n.startswith(key)]
         assert len(found) == 1, (key, names)  # once: the sanity check logs nothing
     heat = next(images.rglob("heatmaps*.png"))
-    assert Image.open(heat).size == (4 * 32, 2 * 2 * 32)  # 2 videos x (frames, overlay)
+    width, height = Image.open(heat).size  # 2 videos x (frames, overlay), 4 frames of 32 px
+    assert width >= 4 * 112 and height >= 2 * 2 * 112  # drawn at 112 px or more
     tables = list((run_dir / "files" / "media").rglob("predictions*.table.json"))
     videos = list((run_dir / "files" / "media" / "videos").rglob("prediction_clips*.mp4"))
     assert len(tables) == 1 and len(videos) == 4

@@ -72,8 +72,8 @@ def test_predict_videos_all_containers(videos, tmp_path, capsys):
         assert len(r["classes"]) == 2 and set(r["classes"]) <= set(CLASSES)
         assert r["probs"][0] >= r["probs"][1] > 0 and sum(r["probs"]) <= 1 + 1e-6
         assert f"{r['path']}: {r['classes'][0]} (" in captured.out
-        img = Image.open(r["heatmap"])
-        assert img.size == (4 * 32, 2 * 32)  # T frames wide, frames + overlay rows
+        width, height = Image.open(r["heatmap"]).size  # T frames wide, frames + overlay rows
+        assert width >= 4 * 112 and height >= 2 * 112  # 32 px frames drawn at 112 px or more
     assert [Path(r["path"]).name for r in rows if "error" in r] == ["z_broken.mp4"]
 
 

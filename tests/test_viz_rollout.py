@@ -7,7 +7,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from lightning_tsf.models import TimeSformer
+from lightning_tsf.models import BLOCKS, TimeSformer
 from lightning_tsf.viz.heatmap import heatmap_grid, render_heatmaps, save_heatmap_grid
 from lightning_tsf.viz.rollout import attention_rollout, residual_normalise, rollout_from_maps
 
@@ -111,7 +111,121 @@ def test_divided_one_hot_by_hand():
     torch.testing.assert_close(r, expected)
 
 
-def _rigged_model(scheme: str, target: tuple[int, int, int]) -> tuple[TimeSformer, torch.Tensor]:
+def _grouped_matrix(a: torch.Tensor, groups: list[list[int]], with_cls: bool) -> torch.Tensor:
+    """Reference: the full step matrix over cls + patches, built entry by entry. ``a`` is the
+    residual-normalised map ``(G, L', L')``, ``groups[g]`` the token indices (cls = 0) of the
+    patches at positions 0.. of group g."""
+    size = 1 + sum(len(g) for g in groups)
+    m = torch.zeros(size, size)
+    if not with_cls:
+        m[0, 0] = 1.0
+    c = 1 if with_cls else 0  # offset of the patches in the map
+    for g, toks in enumerate(groups):
+        if with_cls:
+            m[0, 0] += a[g, 0, 0] / len(groups)
+        for i, p in enumerate(toks):
+            if with_cls:
+                m[0, p] += a[g, 0, c + i] / len(groups)
+                m[p, 0] = a[g, c + i, 0]
+            for j, q in enumerate(toks):
+                m[p, q] = a[g, c + i, c + j]
+    return m
+
+
+def _loop_groups(scheme: str, t: int, h: int, w: int) -> list[tuple[str, list[list[int]], bool]]:
+    """The steps of an axial / L+G block as loops over (frame, row, column), from the paper's
+    description (not from the model's rearrange patterns)."""
+
+    def tok(f: int, r: int, c: int) -> int:  # cls, then patches (h w t)
+        return 1 + (r * w + c) * t + f
+
+    if scheme == "axial":
+        time = [[tok(f, r, c) for f in range(t)] for r in range(h) for c in range(w)]
+        width = [[tok(f, r, c) for c in range(w)] for f in range(t) for r in range(h)]
+        height = [[tok(f, r, c) for r in range(h)] for f in range(t) for c in range(w)]
+        return [("temporal", time, False), ("width", width, False), ("attn", height, True)]
+    h2, w2, t2 = h // 2, w // 2, t // 2
+    local = [
+        [tok(f, i * h2 + r, j * w2 + c) for f in range(t) for r in range(h2) for c in range(w2)]
+        for i in range(2)
+        for j in range(2)
+    ]
+    strided = [
+        [
+            tok(2 * f + s, 2 * r + p, 2 * c + q)
+            for r in range(h2)
+            for c in range(w2)
+            for f in range(t2)
+        ]
+        for p in range(2)
+        for q in range(2)
+        for s in range(2)
+    ]
+    return [("local", local, False), ("attn", strided, True)]
+
+
+@pytest.mark.parametrize("scheme", ["axial", "sparse_local_global"])
+def test_axial_and_local_global_match_explicit_matrices(scheme):
+    torch.manual_seed(0)
+    t, h, w, heads, depth = 4, 2, 4, 2, 2
+    steps = _loop_groups(scheme, t, h, w)
+    maps = [
+        {
+            key: torch.rand(len(g), heads, len(g[0]) + cls, len(g[0]) + cls).softmax(-1)
+            for key, g, cls in steps
+        }
+        for _ in range(depth)
+    ]
+    r = rollout_from_maps(maps, scheme, t, h, w)
+    total = torch.eye(1 + t * h * w)
+    for block in maps:
+        for key, groups, cls in steps:  # later steps multiply from the left
+            total = _grouped_matrix(residual_normalise(block[key]), groups, cls) @ total
+    expected = rearrange(total[0, 1:], "(h w t) -> t h w", h=h, w=w, t=t)
+    torch.testing.assert_close(r[0], expected)
+    assert abs(float(total[0].sum()) - 1.0) < 1e-5  # rows stay stochastic
+
+
+def test_axial_one_hot_by_hand():
+    # T=2, 2x2 patches. Time: every patch attends to frame 1; width: to column 0; height (with
+    # cls): every query to the row-0 patch. Backwards from cls: height gives cls ½ and ½/4 = ⅛
+    # to each row-0 patch (4 groups: frame x column); width: column 0 keeps ⅛ and gets ½·⅛
+    # from column 1 (3/16), column 1 keeps ½·⅛ (1/16); time: frame 0 keeps ½·x, frame 1 gets
+    # x + ½·x. Row 1 never receives anything.
+    t, h, w = 2, 2, 2
+    maps = [
+        {
+            "temporal": _one_hot_attn(h * w, 1, t, 1),
+            "width": _one_hot_attn(t * h, 1, w, 0),
+            "attn": _one_hot_attn(t * w, 1, 1 + h, 1),
+        }
+    ]
+    r = rollout_from_maps(maps, "axial", t, h, w)[0]
+    expected = torch.tensor([[[3, 1], [0, 0]], [[9, 3], [0, 0]]]) / 32
+    torch.testing.assert_close(r, expected)
+
+
+def test_local_global_one_hot_by_hand():
+    # T=2, 2x2 patches: the local windows are the 2 frames at one patch position, the 8 strided
+    # sub-grids hold one patch each. Global: every query attends to cls, except cls in the
+    # sub-grid (row 1, col 0, frame 1) [group (p q s) = (1 0 1) = 5], which attends to its
+    # patch: cls keeps (7·1 + ½)/8 = 15/16, the patch gets ½/8 = 1/16. Local, window (row 1,
+    # col 0) [(i j) = 2]: every frame attends to frame 0, so frame 1's 1/16 splits ½/½ over
+    # frames 0 and 1 -> 1/32 each. Other windows attend to frame 1 (irrelevant: zero mass).
+    t, h, w = 2, 2, 2
+    global_ = _one_hot_attn(8, 2, 2, 0)
+    global_[5, :, 0] = torch.tensor([0.0, 1.0])
+    local = _one_hot_attn(4, 2, 2, 1)
+    local[2] = _one_hot_attn(1, 2, 2, 0)[0]
+    r = rollout_from_maps([{"local": local, "attn": global_}], "sparse_local_global", t, h, w)
+    expected = torch.zeros(t, h, w)
+    expected[0, 1, 0] = expected[1, 1, 0] = 1 / 32
+    torch.testing.assert_close(r[0], expected)
+
+
+def _rigged_model(
+    scheme: str, target: tuple[int, int, int], t: int = 3
+) -> tuple[TimeSformer, torch.Tensor]:
     """A depth-1 model and a clip in which every query attends to one patch (frame, row, col).
 
     The clip is zero except for the target patch, and all embeddings/biases are zero, so every
@@ -120,7 +234,7 @@ def _rigged_model(scheme: str, target: tuple[int, int, int]) -> tuple[TimeSforme
     along it, so the target gets a large score from every query and the others score zero.
     """
     torch.manual_seed(0)
-    p, size, t = 4, 16, 3
+    p, size = 4, 16
     model = TimeSformer(
         img_size=size,
         patch_size=p,
@@ -154,12 +268,13 @@ def _rigged_model(scheme: str, target: tuple[int, int, int]) -> tuple[TimeSforme
     return model, video
 
 
-@pytest.mark.parametrize("scheme", ["divided_space_time", "joint_space_time", "space_only"])
+@pytest.mark.parametrize("scheme", list(BLOCKS))
 def test_rigged_model_peaks_at_target(scheme):
-    target = (2, 1, 3)  # frame 2, patch row 1, column 3
-    model, video = _rigged_model(scheme, target)
+    t = 2 if scheme == "sparse_local_global" else 3  # L+G needs an even grid
+    target = (t - 1, 1, 3)  # last frame, patch row 1, column 3
+    model, video = _rigged_model(scheme, target, t)
     maps, logits = attention_rollout(model, video)
-    assert maps.shape == (1, 3, 4, 4) and logits.shape == (1, 2)
+    assert maps.shape == (1, t, 4, 4) and logits.shape == (1, 2)
     m = maps[0]
     assert tuple(np.unravel_index(int(m.argmax()), m.shape)) == target
     others = m.clone()
@@ -167,21 +282,18 @@ def test_rigged_model_peaks_at_target(scheme):
     assert float(m[target]) > 3 * float(others.max())
     with torch.no_grad():
         _, attn = model.forward_with_attention(video)
-    step = "temporal" if scheme == "divided_space_time" else "attn"
-    assert float(attn[0][step].max()) > 0.99  # the rig works: attention is one-hot
+    step = {"divided_space_time": "temporal", "axial": "temporal", "sparse_local_global": "local"}
+    assert float(attn[0][step.get(scheme, "attn")].max()) > 0.99  # the rig: one-hot attention
 
 
-def test_heatmap_grid_png(tmp_path):
+def test_heatmap_grid_pixels_peak_at_target():
+    # heatmap_grid is the pixel-exact building block of the figure: frames over overlays.
     target = (1, 0, 2)
     model, video = _rigged_model("divided_space_time", target)
     frames = np.full((3, 16, 16, 3), 128, np.uint8)
-    path = tmp_path / "grid.png"
-    maps = save_heatmap_grid(model, video, frames, path)
-    from PIL import Image
-
-    img = np.asarray(Image.open(path).convert("RGB"))
+    maps, _ = attention_rollout(model, video)
+    img = heatmap_grid(frames, maps[0])
     assert img.shape == (2 * 16, 3 * 16, 3)  # frames row + overlay row, 3 frames wide
-    assert maps.shape == (1, 3, 4, 4)
     over = img[16:].astype(int)
     assert over.std() > 5  # not blank
     redness = (over[..., 0] - over[..., 2]).reshape(16, 3, 16)  # (y, frame, x)
@@ -190,12 +302,23 @@ def test_heatmap_grid_png(tmp_path):
     np.testing.assert_array_equal(img[:16], np.concatenate(list(frames), axis=1))
 
 
+def test_save_heatmap_grid_png_upscaled(tmp_path):
+    model, video = _rigged_model("axial", (1, 0, 2))
+    path = tmp_path / "grid.png"
+    maps = save_heatmap_grid(model, video, None, path, names=["clip.mp4"])
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert maps.shape == (1, 3, 4, 4)
+    assert width >= 3 * 112 and height >= 2 * 112  # 16 px frames drawn at 112 px or more
+
+
 def test_render_heatmaps_batch_denormalises():
     model = TimeSformer(
         img_size=16, patch_size=8, num_frames=2, num_classes=3, embed_dim=16, depth=2, num_heads=2
     )
     video = torch.randn(2, 3, 2, 16, 16)
     image, maps = render_heatmaps(model, video)
-    assert image.shape == (2 * 2 * 16, 2 * 16, 3) and image.dtype == np.uint8
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+    assert image.shape[0] >= 2 * 2 * 112 and image.shape[1] >= 2 * 112  # 2 clips, 2 frames
     assert maps.shape == (2, 2, 2, 2) and bool((maps > 0).all())
-    assert heatmap_grid(image[:16, :16][None], maps[0, :1]).shape == (32, 16, 3)

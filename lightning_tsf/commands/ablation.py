@@ -55,7 +55,7 @@ def run_grid(args: argparse.Namespace, guard: str) -> dict[tuple[str, float, int
                 overrides = [guard, f"--model.net.init_args.attention_type={scheme}",
                              f"--model.lr={lr}", f"--seed_everything={seed}"]  # fmt: skip
                 start = time.perf_counter()
-                res = run_experiment(args.config, args.root, run, overrides)
+                res = run_experiment(args.config, args.root, run, overrides, dashboard=False)
                 row = {"val_acc1": res["val_acc1"], "test_acc1": res["acc1"],
                        "epochs": res["epochs"], "seconds": time.perf_counter() - start}  # fmt: skip
                 done.write_text(json.dumps(row))

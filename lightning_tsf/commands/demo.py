@@ -44,17 +44,23 @@ def run_experiment(
     out: str | Path,
     overrides: list[str] | None = None,
     pictures: bool = False,
+    dashboard: bool = True,
 ) -> dict[str, Any]:
     """Fit ``config`` on ``root`` into run folder ``out``, then multi-view test the final model.
 
     Returns the test results of :class:`~lightning_tsf.train.module.VideoClassifier` plus
-    ``fit_seconds``, ``checkpoint``, ``config`` and ``wandb_dir``.
+    ``fit_seconds``, ``checkpoint``, ``config`` and ``wandb_dir``. ``dashboard=False`` drops the
+    config's W&B dashboard callbacks (``lightning_tsf.viz``), for runs that only need numbers
+    (the ablation).
     """
     from lightning_tsf.commands.lightning import TSFCLI, finish_wandb
 
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
     cli = TSFCLI(args=args, run=False)
+    if not dashboard:
+        viz = "lightning_tsf.viz.callbacks"
+        cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if type(c).__module__ != viz]
     cli.trainer.callbacks.append(EpochPrinter())
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -81,30 +87,35 @@ def run_experiment(
 
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
-    class (frames left to right, one row per video) and a t-SNE of the video features. A
-    scheme the rollout does not cover yet gets the t-SNE and a note instead of heatmaps."""
+    class (frames left to right, one row per video) and a t-SNE of the video features."""
     from lightning_tsf.data.transforms import normalize_video
+    from lightning_tsf.data.views import clip_frame_indices
     from lightning_tsf.viz.heatmap import save_heatmap_grid
     from lightning_tsf.viz.plots import save_tsne
-    from lightning_tsf.viz.rollout import SCHEMES as ROLLOUT_SCHEMES
 
     net = model.net.eval()
     tsne = out / "tsne.png"
     save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
               mean=datamodule.mean, std=datamodule.std)  # fmt: skip
-    if net.attention_type not in ROLLOUT_SCHEMES:
-        note = f"not drawn: attention rollout covers {', '.join(ROLLOUT_SCHEMES)} so far"
-        return {"heatmaps": note, "tsne": str(tsne)}
     dataset = datamodule.make_dataset("test")
     firsts: dict[int, int] = {}  # middle view of the first video of each class
     for i in range(0, len(dataset), dataset.num_views):
         firsts.setdefault(
             int(dataset.records[i // dataset.num_views].label), i + dataset.num_views // 2
         )
-    clips = torch.stack([dataset[i]["video"] for _, i in sorted(firsts.items())])  # uint8
+    views = [i for _, i in sorted(firsts.items())]
+    items = [dataset[i] for i in views]
+    clips = torch.stack([it["video"] for it in items])  # uint8
     videos = normalize_video(clips, datamodule.mean, datamodule.std)
     frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
-    heatmaps = save_heatmap_grid(net, videos, frames, out / "heatmaps.png")
+    spec = dataset.spec
+    indices = [clip_frame_indices(it["path"], spec, spec.split(i % dataset.num_views)[0])
+               for it, i in zip(items, views)]  # fmt: skip
+    heatmaps = save_heatmap_grid(
+        net, videos, frames, out / "heatmaps.png", names=[Path(it["path"]).name for it in items],
+        labels=[it["label"] for it in items], class_names=datamodule.class_names,
+        frame_indices=indices,
+    )  # fmt: skip
     torch.save(heatmaps, out / "heatmaps.pt")
     return {"heatmaps": str(out / "heatmaps.png"), "tsne": str(tsne)}
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_tsf.data.decode import BACKENDS, make_reader
+from lightning_tsf.data.decode import BACKENDS, VideoReader, make_reader
 from lightning_tsf.data.sampling import SAMPLERS, sample_indices
 from lightning_tsf.data.transforms import resize_short_side, spatial_crop
 
@@ -81,18 +81,33 @@ def decode_clip(
     """
     reader = make_reader(path, spec.backend, spec.decode_short_side)
     try:
-        indices = sample_indices(
-            spec.sampler,
-            len(reader),
-            spec.num_frames,
-            spec.sampling_rate,
-            fps=reader.fps,
-            train=train,
-            view=temporal,
-            num_views=spec.num_temporal_views,
-            rng=rng,
-        )
-        return reader.get_frames(indices)
+        return reader.get_frames(_clip_indices(reader, spec, temporal, train, rng))
+    finally:
+        reader.close()
+
+
+def _clip_indices(
+    reader: VideoReader, spec: ViewSpec, temporal: int, train: bool, rng: np.random.Generator | None
+) -> np.ndarray:
+    return sample_indices(
+        spec.sampler,
+        len(reader),
+        spec.num_frames,
+        spec.sampling_rate,
+        fps=reader.fps,
+        train=train,
+        view=temporal,
+        num_views=spec.num_temporal_views,
+        rng=rng,
+    )
+
+
+def clip_frame_indices(path: str, spec: ViewSpec, temporal: int = 0) -> list[int]:
+    """The source frame numbers of evaluation clip ``temporal`` of ``path``: the frames
+    :func:`decode_clip` reads, for labelling pictures. Opens the video without decoding it."""
+    reader = make_reader(path, spec.backend, spec.decode_short_side)
+    try:
+        return [int(i) for i in _clip_indices(reader, spec, temporal, False, None)]
     finally:
         reader.close()
 

@@ -25,11 +25,9 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
+from lightning_tsf.data.views import clip_frame_indices
 from lightning_tsf.inference import VideoOutputs
-from lightning_tsf.viz.heatmap import (
-    render_heatmaps,
-    save_png,
-)
+from lightning_tsf.viz.heatmap import render_heatmaps, save_png
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
 
 
@@ -80,11 +78,14 @@ class _VizCallback(pl.Callback):
         self.every_n_epochs = max(1, every_n_epochs)
 
     def active(self, trainer: pl.Trainer) -> bool:
-        """True on validation epochs that should be logged (not the sanity check)."""
+        """True on validation epochs that should be logged: every ``every_n_epochs``-th and the
+        last one (``max_epochs`` reached or the trainer stopping), never the sanity check."""
+        epoch = trainer.current_epoch + 1
+        last = trainer.should_stop or epoch == trainer.max_epochs
         return (
             not trainer.sanity_checking
             and trainer.is_global_zero
-            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and (epoch % self.every_n_epochs == 0 or last)
         )
 
     def log_image(self, trainer: pl.Trainer, key: str, image: np.ndarray, caption: str) -> None:
@@ -145,8 +146,15 @@ class AttentionHeatmapCallback(_VizCallback):
         clips = torch.stack([torch.as_tensor(it["video"]) for it in items])  # uint8 (B, C, T, H, W)
         video = normalize_video(clips.to(pl_module.device), *_norm_stats(trainer))
         frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3) as the model saw them
-        image, _ = render_heatmaps(pl_module.net, video, frames)
-        caption = " | ".join(Path(str(it.get("path", ""))).name for it in items)
+        names = [Path(str(it.get("path", ""))).name for it in items]
+        spec = getattr(dataset, "spec", None)
+        indices = [clip_frame_indices(it["path"], spec) if spec else None for it in items]
+        image, _ = render_heatmaps(
+            pl_module.net, video, frames, names=names, labels=[int(it["label"]) for it in items],
+            class_names=_class_names(trainer, pl_module), frame_indices=indices,
+            mean=_norm_stats(trainer)[0], std=_norm_stats(trainer)[1],
+        )  # fmt: skip
+        caption = " | ".join(names)
         self.log_image(trainer, "viz/heatmaps", image, caption)
 
 

@@ -44,9 +44,11 @@ def new_figure(size: tuple[float, float]):
     return fig
 
 
-def render_figure(fig, path: str | Path | None) -> np.ndarray:
-    """Render ``fig``; write it to ``path`` (PNG) if given; return the RGB image."""
-    fig.tight_layout()
+def render_figure(fig, path: str | Path | None, tight: bool = True) -> np.ndarray:
+    """Render ``fig`` (``tight``: with ``tight_layout``); write it to ``path`` (PNG) if given;
+    return the RGB image."""
+    if tight:
+        fig.tight_layout()
     fig.canvas.draw()
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     if path is not None:

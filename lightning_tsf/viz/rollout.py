@@ -4,29 +4,33 @@ Rollout (Abnar & Zuidema, 2020), as the TimeSformer paper used for its heatmaps:
 step's map is averaged over heads, the identity is added for the residual connection and rows are
 renormalised, ``Â = rownorm(mean_heads(A) + I)``; the token-to-token matrices of the steps are
 multiplied through the blocks, ``R = M_L ⋯ M_1``, and the cls row of ``R`` over the patch tokens
-is the map. MLPs act per token and are ignored, as in the original method.
+is the map. MLPs act per token and are ignored, as in the original method; so are the ``*_fc``
+output layers of the extra steps (linear maps of the values, not of the routing).
 
 Token order used here is the model's: cls, then patches ``(h w t)`` with time fastest. The maps
 come from :meth:`TimeSformer.forward_with_attention` (layouts in ``models/timesformer.py``).
 
-Per scheme, the block matrix ``M`` over ``1 + N·T`` tokens (N patches per frame, T frames):
+Every attention step of every scheme but ``space_only`` cuts the ``N·T`` patches (N per frame,
+T frames) into G equal groups that attend within themselves; the group layout is the block's
+own ``rearrange`` (see :func:`step_groups`). A step's matrix ``M`` over ``1 + N·T`` tokens:
 
-- ``joint_space_time``: ``M = Â`` of the single step.
-- ``divided_space_time``: ``M = S · Tm`` (temporal step first, then spatial). ``Tm`` leaves cls
-  alone and maps patch ``(n, t)`` to ``Σ_t' Â_t[n][t, t'] · (n, t')``, with ``Â_t[n]`` the
-  ``T×T`` temporal map at patch position ``n``. ``S`` maps patch ``(n, t)`` to
-  ``Â_s[t][1+n, 0] · cls + Σ_n' Â_s[t][1+n, 1+n'] · (n', t)`` with ``Â_s[t]`` the ``(1+N)²``
-  spatial map of frame ``t``; the cls row is the mean over frames of the frames' cls rows,
-  ``cls ← mean_t Â_s[t][0, 0] · cls + Σ_{n',t} Â_s[t][0, 1+n'] / T · (n', t)``, because the
-  model averages the per-frame cls outputs. (``temporal_fc`` is a linear map of the values,
-  not of the routing, and is ignored like the value projections.)
-- ``space_only``: each frame is its own sequence; ``M`` is block diagonal over frames with
-  ``Â`` of the frame, and the final cls is the mean of the frames' cls tokens, so the map of
-  frame ``t`` is ``(1/T) ·`` the cls row of that frame's rollout.
+- a step without cls (divided's temporal, L+G's local, axial's time and width) leaves cls alone
+  and maps patch ``p`` of group ``g`` to ``Σ_q Â_g[p, q] · q`` over the patches ``q`` of ``g``;
+- a step with a cls copy per group (the last step of every block: joint's single group, divided's
+  frames, L+G's 8 strided sub-grids, axial's columns) maps patch ``p`` of group ``g`` to
+  ``Â_g[p, cls] · cls + Σ_q Â_g[p, q] · q``; the model averages the G cls outputs, so the cls row
+  is ``mean_g Â_g[cls, cls] · cls + Σ_g Σ_q Â_g[cls, q] / G · q``.
+
+The block matrix is the product of its steps, last step on the left (divided: ``M = S · Tm``;
+axial: ``M = H · W · Tm``; L+G: ``M = G · L``; joint: ``M = Â``).
+
+``space_only`` keeps one sequence per frame: ``M`` is block diagonal over frames with ``Â`` of
+the frame, and the final cls is the mean of the frames' cls tokens, so the map of frame ``t`` is
+``(1/T) ·`` the cls row of that frame's rollout.
 
 Only the cls row is needed, so it is propagated as a row vector (``v ← v · M``, from the last
-block down to the first) and no ``(1+NT)²`` matrix is ever formed: cost ``O(L·N·T·(N+T))`` for
-divided attention.
+block and step down to the first) and no ``(1+NT)²`` matrix is ever formed: cost
+``O(L·N·T·Σ group sizes)``, e.g. ``O(L·N·T·(N+T))`` for divided attention.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ from torch import Tensor
 
 from lightning_tsf.models.timesformer import AttnMaps, TimeSformer
 
-SCHEMES = ("divided_space_time", "joint_space_time", "space_only")
+SCHEMES = (
+    "divided_space_time",
+    "joint_space_time",
+    "space_only",
+    "sparse_local_global",
+    "axial",
+)
 
 
 def residual_normalise(attn: Tensor) -> Tensor:
@@ -50,19 +60,54 @@ def residual_normalise(attn: Tensor) -> Tensor:
     return a / a.sum(-1, keepdim=True)
 
 
-def _divided_step_back(v: Tensor, maps: AttnMaps, t: int, n: int) -> Tensor:
-    """``v · S · Tm`` for one divided block; ``v`` is ``(B, 1 + N·T)`` in ``(h w t)`` order."""
-    b = v.shape[0]
-    a_s = rearrange(residual_normalise(maps["attn"]), "(b t) i j -> b t i j", b=b)  # (B,T,1+N,1+N)
-    a_t = rearrange(residual_normalise(maps["temporal"]), "(b n) i j -> b n i j", b=b)  # (B,N,T,T)
-    cls, patches = v[:, 0], rearrange(v[:, 1:], "b (n t) -> b t n", t=t)  # (B,), (B, T, N)
-    # v · S: the cls entry collects from cls (averaged over frames) and from every patch.
-    new_cls = cls * a_s[:, :, 0, 0].mean(1) + (patches * a_s[:, :, 1:, 0]).sum((1, 2))
-    new_patches = torch.einsum("btn,btnm->btm", patches, a_s[:, :, 1:, 1:])
-    new_patches = new_patches + cls[:, None, None] * a_s[:, :, 0, 1:] / t
-    # (v · S) · Tm: cls unchanged; patch (n, t) spreads over (n, t') with Â_t[n][t, t'].
-    new_patches = torch.einsum("btn,bnts->bsn", new_patches, a_t)
-    return torch.cat((new_cls[:, None], rearrange(new_patches, "b t n -> b (n t)")), dim=1)
+def step_groups(attention_type: str, t: int, h: int, w: int) -> list[tuple[str, Tensor, bool]]:
+    """The attention steps of one block, in the order the block runs them.
+
+    Each step is ``(map key, groups, with_cls)``: ``groups`` ``(G, L)`` holds the patch indices
+    (``(h w t)`` order, 0-based, cls not counted) of position ``l`` of group ``g`` in that
+    step's attention map ``maps[key]`` ``(B·G, heads, L', L')`` (``L' = L`` or ``1 + L`` with a
+    cls copy first). The patterns are those of the blocks' ``rearrange`` calls.
+    """
+    ar = torch.arange(h * w * t)
+    if attention_type == "joint_space_time":
+        return [("attn", ar[None], True)]
+    if attention_type == "divided_space_time":
+        return [
+            ("temporal", rearrange(ar, "(n t) -> n t", t=t), False),
+            ("attn", rearrange(ar, "(n t) -> t n", t=t), True),
+        ]
+    if attention_type == "sparse_local_global":
+        if t % 2 or h % 2 or w % 2:
+            raise ValueError(f"sparse_local_global needs an even patch grid, got {t}x{h}x{w}")
+        halves = {"h": h // 2, "w": w // 2}
+        local = rearrange(ar, "(i h j w t) -> (i j) (t h w)", i=2, j=2, t=t, **halves)
+        strided = rearrange(ar, "(h p w q t s) -> (p q s) (h w t)", p=2, q=2, s=2, **halves)
+        return [("local", local, False), ("attn", strided, True)]
+    if attention_type == "axial":
+        return [
+            ("temporal", rearrange(ar, "(h w t) -> (h w) t", h=h, w=w), False),
+            ("width", rearrange(ar, "(h w t) -> (t h) w", h=h, w=w), False),
+            ("attn", rearrange(ar, "(h w t) -> (t w) h", h=h, w=w), True),
+        ]
+    raise NotImplementedError(f"no grouped attention steps for {attention_type!r}")
+
+
+def _step_back(v: Tensor, attn: Tensor, groups: Tensor, with_cls: bool) -> Tensor:
+    """``v · M`` for one attention step (module docstring); ``v`` is ``(B, 1 + N·T)``."""
+    b, (g, _), groups = v.shape[0], groups.shape, groups.to(v.device)
+    a = residual_normalise(attn)
+    a = a.view(b, g, *a.shape[1:])  # (B, G, L', L')
+    cls, grouped = v[:, 0], v[:, 1:][:, groups]  # (B,), (B, G, L)
+    if with_cls:
+        new_cls = cls * a[:, :, 0, 0].mean(1) + (grouped * a[:, :, 1:, 0]).sum((1, 2))
+        grouped = torch.einsum("bgi,bgij->bgj", grouped, a[:, :, 1:, 1:])
+        grouped = grouped + cls[:, None, None] * a[:, :, 0, 1:] / g
+    else:
+        new_cls = cls
+        grouped = torch.einsum("bgi,bgij->bgj", grouped, a)
+    patches = torch.empty_like(v[:, 1:])
+    patches[:, groups.reshape(-1)] = grouped.reshape(b, -1)  # groups partition the patches
+    return torch.cat((new_cls[:, None], patches), dim=1)
 
 
 def rollout_from_maps(maps: list[AttnMaps], attention_type: str, t: int, h: int, w: int) -> Tensor:
@@ -77,22 +122,20 @@ def rollout_from_maps(maps: list[AttnMaps], attention_type: str, t: int, h: int,
         )
     if not maps:
         raise ValueError("no attention maps (depth 0?)")
-    n = h * w
+    first = maps[0]["attn"]
     if attention_type == "space_only":
-        first = maps[0]["attn"]
-        v = torch.zeros(first.shape[0], 1 + n, dtype=torch.float32, device=first.device)
+        v = torch.zeros(first.shape[0], 1 + h * w, dtype=torch.float32, device=first.device)
         v[:, 0] = 1.0
         for block in reversed(maps):
             v = torch.einsum("bi,bij->bj", v, residual_normalise(block["attn"]))
         return rearrange(v[:, 1:] / t, "(b t) (h w) -> b t h w", t=t, h=h)
-    b = maps[0]["attn"].shape[0] // (t if attention_type == "divided_space_time" else 1)
-    v = torch.zeros(b, 1 + n * t, dtype=torch.float32, device=maps[0]["attn"].device)
+    steps = step_groups(attention_type, t, h, w)
+    b = first.shape[0] // steps[-1][1].shape[0]
+    v = torch.zeros(b, 1 + h * w * t, dtype=torch.float32, device=first.device)
     v[:, 0] = 1.0
     for block in reversed(maps):
-        if attention_type == "joint_space_time":
-            v = torch.einsum("bi,bij->bj", v, residual_normalise(block["attn"]))
-        else:
-            v = _divided_step_back(v, block, t, n)
+        for key, groups, with_cls in reversed(steps):
+            v = _step_back(v, block[key], groups, with_cls)
     return rearrange(v[:, 1:], "b (h w t) -> b t h w", h=h, w=w, t=t)
 
 
