@@ -74,6 +74,20 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextmanager
+def _cpu_eval_eager(model: TimeSformer) -> Iterator[TimeSformer]:
+    """``model`` as the exporters need it (float32, CPU, eval, blocks not compiled) for the
+    duration; its device, dtype, mode and compiled blocks are restored afterwards."""
+    param = next(model.parameters())
+    device, dtype, training = param.device, param.dtype, model.training
+    compiled, model._compiled_blocks = model._compiled_blocks, None
+    try:
+        yield model.float().cpu().eval()
+    finally:
+        model.to(device, dtype).train(training)
+        model._compiled_blocks = compiled
+
+
 def _batch_dim() -> dict[str, dict[int, Any]]:
     return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
 
@@ -98,7 +112,7 @@ def export_model(
     settings: DataSettings | None = None,
     opset: int | None = None,
 ) -> Path:
-    """Write ``model`` (put in eval mode, float32, on the CPU) to ``out`` in ``format``.
+    """Write ``model`` (exported in eval mode, float32, on the CPU, then restored) to ``out``.
 
     ``onnx``: an ONNX file (opset ``opset``, default the exporter's) with named input/output,
     a dynamic batch axis and :func:`export_metadata` in ``metadata_props``. ``torch-export``:
@@ -115,11 +129,10 @@ def export_model(
             raise ExportError(f"ONNX export needs onnx and onnxscript: {_EXTRA}") from err
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().cpu().eval()
     meta = export_metadata(model, settings)
     x = example_input(model)
     try:
-        with _quiet(), torch.no_grad():
+        with _quiet(), torch.no_grad(), _cpu_eval_eager(model):
             if format == "onnx":
                 program = torch.onnx.export(
                     model, (x,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -173,6 +173,14 @@ def test_torch_export_pt2(tmp_path: Path, capsys) -> None:
     meta = read_metadata(out)
     assert meta["class_names"] == CLASSES and meta["mean"] == [0.5, 0.4, 0.3]
 
+    # from Python: a float64 model in training mode is exported as float32 eval, then restored
+    model.double().train()
+    program = torch.export.load(export_model(model, tmp_path / "lib.pt2", "torch-export"))
+    assert model.training and model.head.weight.dtype == torch.float64
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert (program.module()(x) - model.float().eval()(x)).abs().max() <= TOL
+
 
 @pytest.mark.slow
 def test_unexportable_model_names_its_scheme(tmp_path: Path, capsys) -> None:
