@@ -202,7 +202,8 @@ def _decode(value: str) -> Any:
 def onnx_max_difference(
     path: str | Path, model: TimeSformer, batch_sizes: Sequence[int] = (1, 2), seed: int = 0
 ) -> float:
-    """Largest ``|onnxruntime - torch eager|`` of the logits over random batches of each size.
+    """Largest ``|onnxruntime - torch eager|`` of the logits over random batches of each size
+    (``model`` on the CPU in eval mode, as :func:`export_checkpoint` returns it).
 
     Run by ``tsf export`` after writing a file, so a user sees that the file computes what the
     model does (and that the batch axis is dynamic) before shipping it.
