@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "bench-data": Command("bench", "main", "is the loader fast enough for the GPU? clips/s"),
     "make-synthetic": Command("data", "synthetic_main", "write the synthetic motion dataset"),
     "weights": Command("weights", "main", "pretrained checkpoints: list, download"),
+    "export": Command("export", "main", "a checkpoint as ONNX or torch.export for deployment"),
     "flops": Command("flops", "main", "parameter and multiply-add table"),
     "demo": Command("demo", "main", "synthetic data + CPU training + test + pictures"),
     "ablation": Command("ablation", "main", "Mini Table 1: the five schemes on synthetic data"),

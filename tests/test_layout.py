@@ -23,6 +23,7 @@ LAYERS = {
     "data": 0,
     "configs": 0,
     "inference": 1,  # checkpoint -> model -> views -> outputs
+    "export": 1,  # checkpoint -> ONNX / torch.export file
     "train": 2,  # VideoClassifier, optimiser recipes, callbacks
     "viz": 2,  # pictures and the dashboard callbacks
     "predictor": 2,  # Predictor: inference + heatmap/timeline pictures for Python users
