@@ -76,16 +76,15 @@ def _quiet() -> Iterator[None]:
 
 @contextmanager
 def _cpu_eval_eager(model: TimeSformer) -> Iterator[TimeSformer]:
-    """``model`` as the exporters need it (float32, CPU, eval, blocks not compiled) for the
-    duration; its device, dtype, mode and compiled blocks are restored afterwards."""
+    """``model`` as the exporters need it (float32, CPU, eval, not compiled) for the duration;
+    its device, dtype, mode and compilation are restored afterwards."""
     param = next(model.parameters())
     device, dtype, training = param.device, param.dtype, model.training
-    compiled, model._compiled_blocks = model._compiled_blocks, None
-    try:
-        yield model.float().cpu().eval()
-    finally:
-        model.to(device, dtype).train(training)
-        model._compiled_blocks = compiled
+    with model.eager():
+        try:
+            yield model.float().cpu().eval()
+        finally:
+            model.to(device, dtype).train(training)
 
 
 def _batch_dim() -> dict[str, dict[int, Any]]:

@@ -173,10 +173,12 @@ def test_torch_export_pt2(tmp_path: Path, capsys) -> None:
     meta = read_metadata(out)
     assert meta["class_names"] == CLASSES and meta["mean"] == [0.5, 0.4, 0.3]
 
-    # from Python: a float64 model in training mode is exported as float32 eval, then restored
+    # from Python: a compiled float64 model in training mode is exported as eager float32
+    # eval, then restored
     model.double().train()
+    model.compile_model(backend="eager")
     program = torch.export.load(export_model(model, tmp_path / "lib.pt2", "torch-export"))
-    assert model.training and model.head.weight.dtype == torch.float64
+    assert model.training and model.head.weight.dtype == torch.float64 and model.compiled
     x = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         assert (program.module()(x) - model.float().eval()(x)).abs().max() <= TOL

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -516,6 +517,17 @@ class TimeSformer(nn.Module):
     def compiled(self) -> bool:
         """Whether the model or its blocks run compiled."""
         return self._compiled_forward is not None or self._compiled_blocks is not None
+
+    @contextmanager
+    def eager(self) -> Iterator[TimeSformer]:
+        """The model with its compilation switched off for the duration (exporters and
+        tracers need the eager code); compiled wrappers are restored afterwards."""
+        saved = self._compiled_forward, self._compiled_blocks
+        self._compiled_forward = self._compiled_blocks = None
+        try:
+            yield self
+        finally:
+            self._compiled_forward, self._compiled_blocks = saved
 
     def __getstate__(self) -> dict:
         """Compiled wrappers are not data: a pickled model (a checkpoint's hparams) is eager."""
