@@ -39,6 +39,7 @@ def test_grid_table_and_resume(tiny_synthetic: Path, tmp_path: Path, capsys, mon
         val = {lr: statistics.mean(json.loads((tmp_path / "abl" / scheme /
                                                f"lr{lr:g}_seed{s}.json").read_text())["val_acc1"]
                                    for s in (0, 1)) for lr in (0.001, 0.002)}  # fmt: skip
+        assert all(0 <= v <= 1 for v in val.values()), val  # a number (was NaN: read too late)
         assert best == max(val, key=val.get)
         assert "±" in row
     capsys.readouterr()

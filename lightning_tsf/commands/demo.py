@@ -65,6 +65,7 @@ def run_experiment(
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_seconds = time.perf_counter() - start
+    val = cli.trainer.callback_metrics.get("val/acc1")  # the last validation; test resets these
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     run_dir = Path(cli.trainer.log_dir or out)
     drawn = save_pictures(cli.model, cli.datamodule, run_dir) if pictures else {}
@@ -72,7 +73,6 @@ def run_experiment(
     wandb_dir = getattr(getattr(logger, "experiment", None), "dir", None)
     finish_wandb(cli.trainer)
     ckpt = cli.trainer.checkpoint_callback
-    val = cli.trainer.callback_metrics.get("val/acc1")
     return {
         **cli.model.test_results,
         "val_acc1": float(val) if val is not None else float("nan"),
