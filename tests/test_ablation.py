@@ -45,3 +45,21 @@ def test_grid_table_and_resume(tiny_synthetic: Path, tmp_path: Path, capsys, mon
     capsys.readouterr()
     assert main(args) == 0  # resumed: every run is reused
     assert "[ablation]" not in capsys.readouterr().out
+
+
+def test_a_run_cut_by_the_guard_is_named(tiny_synthetic: Path, tmp_path: Path, capsys,
+                                         monkeypatch) -> None:  # fmt: skip
+    """The time guard is not the budget: a run it stops short is listed under the table."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = yaml.safe_load(config_path().read_text())
+    cfg["model"]["net"]["init_args"].update(embed_dim=16, depth=1, num_heads=2)
+    cfg["trainer"].update(max_epochs=3, logger=False)
+    cfg["data"].update(batch_size=4, num_workers=0)
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump(cfg))
+    args = ["--root", str(tiny_synthetic), "--out", str(tmp_path / "abl"), "--config", str(small),
+            "--schemes", "joint_space_time", "--lrs", "0.001", "--seeds", "0",
+            "--max-minutes", "0.001"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "stopped by the guard before 3 epochs: joint_space_time lr 0.001 seed 0" in out
