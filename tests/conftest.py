@@ -178,3 +178,28 @@ def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
         "--trainer.devices=1",
         f"--trainer.default_root_dir={run_dir}",
     ]
+
+
+def tiny_hf_model(num_labels: int):
+    """HF transformers' ``TimesformerForVideoClassification`` at the ``timesformer_tiny`` preset,
+    eval mode, its temporal parts randomised (at zero they would hide a wrong temporal path)."""
+    import torch
+    from transformers import TimesformerConfig, TimesformerForVideoClassification
+
+    from lightning_tsf.models import PRESETS
+
+    p = PRESETS["timesformer_tiny"]
+    config = TimesformerConfig(
+        image_size=p["img_size"], patch_size=p["patch_size"], num_frames=p["num_frames"],
+        hidden_size=p["embed_dim"], num_hidden_layers=p["depth"],
+        num_attention_heads=p["num_heads"], intermediate_size=4 * p["embed_dim"],
+        num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        drop_path_rate=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = TimesformerForVideoClassification(config).eval()
+    with torch.no_grad():
+        for name, param in hf.named_parameters():
+            if "time_embeddings" in name or "temporal_dense" in name:
+                param.normal_(0, 0.3)
+    return hf

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from transformers import TimesformerConfig, TimesformerForVideoClassification
+from conftest import tiny_hf_model
 
 from lightning_tsf.cli import main as tsf
 from lightning_tsf.data.transforms import normalize_video
@@ -110,18 +110,7 @@ def test_cli_hf_checkpoint_matches_transformers(tmp_path: Path, capsys) -> None:
     """An HF state dict with ``--preset``: the ONNX file's logits equal HF transformers' own
     model (an independent implementation) on the same clips."""
     p = PRESETS["timesformer_tiny"]
-    config = TimesformerConfig(
-        image_size=p["img_size"], patch_size=p["patch_size"], num_frames=p["num_frames"],
-        hidden_size=p["embed_dim"], num_hidden_layers=p["depth"],
-        num_attention_heads=p["num_heads"], intermediate_size=4 * p["embed_dim"], num_labels=5,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    hf = TimesformerForVideoClassification(config).eval()
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            if "time_embeddings" in name or "temporal_dense" in name:
-                param.normal_(0, 0.3)
+    hf = tiny_hf_model(num_labels=5)
     ckpt = tmp_path / "pytorch_model.bin"
     torch.save(hf.state_dict(), ckpt)
     out = tmp_path / "hf.onnx"

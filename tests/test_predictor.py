@@ -15,7 +15,14 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, TINY_NET, video_frames, write_broken, write_tiny_checkpoint
+from conftest import (
+    TINY_CLASSES,
+    TINY_NET,
+    tiny_hf_model,
+    video_frames,
+    write_broken,
+    write_tiny_checkpoint,
+)
 from PIL import Image
 
 import lightning_tsf.predictor as predictor_module
@@ -210,3 +217,32 @@ def test_import_is_light_and_exports_predictor() -> None:
             "from lightning_tsf import Predictor; print(light, Predictor.__module__)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "lightning_tsf.predictor"]
+
+
+def test_official_and_hf_checkpoints_agree_with_transformers(files, tmp_path):
+    """``from_checkpoint`` on an HF state dict and on an official ``.pyth`` of the same weights
+    (``preset=`` gives the shape): per-video probabilities equal HF transformers' own model
+    (an independent implementation) run on the same views, softmax averaged over the views."""
+    from lightning_tsf import Predictor
+    from lightning_tsf.models import PRESETS, TimeSformer
+    from lightning_tsf.models.checkpoint import load_checkpoint
+
+    hf = tiny_hf_model(num_labels=4)
+    hf_file = tmp_path / "pytorch_model.bin"
+    torch.save(hf.state_dict(), hf_file)
+    ours = TimeSformer(**PRESETS["timesformer_tiny"], num_classes=4)
+    load_checkpoint(ours, hf_file)
+    pyth = tmp_path / "TimeSformer_tiny.pyth"
+    torch.save({"model_state": {f"model.{k}": v for k, v in ours.state_dict().items()}}, pyth)
+    videos = [files["folder"] / "v0.mp4", files["folder"] / "v2.mp4"]
+    for path in (hf_file, pyth):
+        pred = Predictor.from_checkpoint(path, "cpu", preset="timesformer_tiny",
+                                         num_spatial_crops=3, progress=False)  # fmt: skip
+        result = pred.predict(videos, top_k=4)
+        assert not result.errors
+        for p_video, video in zip(result, videos):
+            views, _ = load_views(str(video), pred.settings)  # (3, C, T, H, W), normalised
+            with torch.no_grad():
+                probs = hf(pixel_values=views.transpose(1, 2)).logits.softmax(-1).mean(0)
+            got = dict(zip(p_video.indices, p_video.probs))
+            np.testing.assert_allclose([got[i] for i in range(4)], probs.numpy(), atol=1e-5)
