@@ -194,10 +194,8 @@ class Timeline:
         """One flat dict per window: ``window, start_s, end_s, top1, prob1, top2, ...``."""
         rows = []
         for i, w in enumerate(self.windows):
-            row: dict[str, Any] = {"window": i, "start_s": w.start_s, "end_s": w.end_s}
-            for k, (c, p) in enumerate(zip(w.classes, w.probs), 1):
-                row[f"top{k}"], row[f"prob{k}"] = c, p
-            rows.append(row)
+            row = {"window": i, "start_s": w.start_s, "end_s": w.end_s}
+            rows.append(row | topk_columns(w.classes, w.probs))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -483,13 +481,19 @@ def write_predictions(rows: list[Mapping[str, Any]], path: str | Path) -> Path:
         path.write_text(json.dumps(rows, indent=1))
         return path
     k = max((len(r.get("classes", [])) for r in rows), default=0)
-    fields = ["path", "label", "error"] + [f"{n}{i + 1}" for i in range(k) for n in ("top", "prob")]
+    fields = ["path", "label", "error"] + list(topk_columns([""] * k, [0.0] * k))
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         for r in rows:
             row = {"path": r["path"], "label": r.get("label", ""), "error": r.get("error", "")}
-            for i, (c, p) in enumerate(zip(r.get("classes", []), r.get("probs", []))):
-                row[f"top{i + 1}"], row[f"prob{i + 1}"] = c, p
-            writer.writerow(row)
+            writer.writerow(row | topk_columns(r.get("classes", []), r.get("probs", [])))
     return path
+
+
+def topk_columns(classes: Sequence[str], probs: Sequence[float]) -> dict[str, Any]:
+    """Flat CSV columns of a top-k list: ``top1, prob1, top2, prob2, ...``."""
+    row: dict[str, Any] = {}
+    for k, (c, p) in enumerate(zip(classes, probs), 1):
+        row[f"top{k}"], row[f"prob{k}"] = c, p
+    return row
