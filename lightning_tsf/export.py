@@ -35,6 +35,12 @@ class ExportError(ValueError):
     """An export that cannot be done; the message is one line saying why."""
 
 
+def check_format(format: str) -> None:
+    """Raise :class:`ExportError` for a format not in :data:`FORMATS`."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+
+
 def export_metadata(model: TimeSformer, settings: DataSettings | None = None) -> dict[str, str]:
     """Everything needed to run the exported file, as strings (lists and tuples in JSON)."""
     settings = settings or DataSettings()
@@ -119,8 +125,7 @@ def export_model(
     ``torch.export.load(path).module()``), the metadata in its ``metadata.json`` extra file.
     Raises :class:`ExportError` naming the attention scheme when the graph cannot be exported.
     """
-    if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+    check_format(format)
     if format == "onnx":
         try:
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
@@ -168,8 +173,7 @@ def export_checkpoint(
     stored config. ``model_config``: a YAML of TimeSformer arguments, instead of ``preset``.
     Returns the written path, the model and its data settings.
     """
-    if format not in FORMATS:  # before the (slow) load
-        raise ExportError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+    check_format(format)  # before the (slow) load
     overrides = {k: v for k, v in (("num_frames", num_frames), ("img_size", img_size)) if v}
     model, settings = load_model(str(checkpoint), preset, model_config, overrides)
     return export_model(model, out, format, settings, opset), model, settings
