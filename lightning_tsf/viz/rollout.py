@@ -39,15 +39,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from lightning_tsf.models.timesformer import AttnMaps, TimeSformer
+from lightning_tsf.models.timesformer import BLOCKS, AttnMaps, TimeSformer
 
-SCHEMES = (
-    "divided_space_time",
-    "joint_space_time",
-    "space_only",
-    "sparse_local_global",
-    "axial",
-)
+SCHEMES = tuple(BLOCKS)  # every scheme of the model has a rollout
 
 
 def residual_normalise(attn: Tensor) -> Tensor:
