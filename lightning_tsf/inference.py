@@ -24,7 +24,7 @@ from lightning_tsf.data.decode import VideoDecodeError
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import ViewSpec, average_views, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint
-from lightning_tsf.models.checkpoint import head_classes, read_checkpoint
+from lightning_tsf.models.checkpoint import checkpoint_state, head_classes, read_checkpoint
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
 _SPEC_ARGS = set(inspect.signature(ViewSpec).parameters)
@@ -118,8 +118,7 @@ def load_model(
             "pass --preset NAME or --model-config YAML"
         )
     config.update(overrides or {})
-    state = obj.get("state_dict") or obj.get("model_state") or obj
-    model = build_model(config, head_classes(state) if isinstance(state, Mapping) else None)
+    model = build_model(config, head_classes(checkpoint_state(obj)))
     load_checkpoint(model, obj)
     return model.eval(), _data_settings(obj, hparams, model)
 

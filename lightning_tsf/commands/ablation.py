@@ -21,17 +21,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from lightning_tsf.commands.demo import run_experiment
+from lightning_tsf.commands.demo import ensure_synthetic, run_experiment, time_guard
 from lightning_tsf.configs import config_path
 from lightning_tsf.models import BLOCKS
 
 
-def cost(config: str | Path, attention: str) -> tuple[int, float]:
+def cost(cfg: dict, attention: str) -> tuple[int, float]:
     """(parameters without head, multiply-adds per clip) of the config's backbone."""
     from lightning_tsf.models import TimeSformer
     from lightning_tsf.models.flops import count_flops, count_params
 
-    cfg = yaml.safe_load(Path(config).read_text())
     init = dict(cfg["model"]["net"]["init_args"], attention_type=attention)
     init.update(img_size=cfg["data"]["crop_size"], num_frames=cfg["data"]["num_frames"])
     with torch.device("meta"):
@@ -65,14 +64,16 @@ def run_grid(args: argparse.Namespace, guard: str) -> dict[tuple[str, float, int
     return results
 
 
-def table(args: argparse.Namespace, results: dict[tuple[str, float, int], dict]) -> str:
+def table(
+    args: argparse.Namespace, cfg: dict, results: dict[tuple[str, float, int], dict]
+) -> str:
     """Per scheme: the lr with the best mean *validation* top-1, and the test top-1 at that lr
     as mean ± std over the seeds; then every lr's test mean, to show the sensitivity."""
     lines = ["| scheme | params | multiply-adds / clip | lr (best val) | test top-1, mean ± std "
              f"({len(args.seeds)} seeds) | " + " | ".join(f"lr {lr:g}" for lr in args.lrs) + " |",
              "|---|---|---|---|---|" + "---|" * len(args.lrs)]  # fmt: skip
     for scheme in args.schemes:
-        params, macs = cost(args.config, scheme)
+        params, macs = cost(cfg, scheme)
 
         def runs(lr: float, key: str) -> list[float]:
             return [100 * results[scheme, lr, s][key] for s in args.seeds]  # noqa: B023
@@ -106,18 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         args.lrs, args.seeds = [2e-3], [0]
     os.environ.setdefault("WANDB_MODE", "offline")
     torch.set_num_threads(args.threads)
-    from lightning_tsf.data.synthetic import make_synthetic_dataset
-
-    if not (Path(args.root) / "synthetic.json").exists():  # an existing set is used as it is
-        make_synthetic_dataset(args.root)
-    seconds = int(args.max_minutes * 60)
-    guard = f"--trainer.max_time=00:00:{seconds // 60:02d}:{seconds % 60:02d}"
+    ensure_synthetic(args.root)
+    guard = time_guard(args.max_minutes)
     start = time.perf_counter()
     results = run_grid(args, guard)
-    text = table(args, results)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    text = table(args, cfg, results)
     runs = len(args.schemes) * len(args.lrs) * len(args.seeds)
     text += f"\n{runs} runs, {time.perf_counter() - start:.0f} s in this invocation\n"
-    epochs = yaml.safe_load(Path(args.config).read_text())["trainer"].get("max_epochs") or 0
+    epochs = cfg["trainer"].get("max_epochs") or 0
     cut = [f"{k[0]} lr {k[1]:g} seed {k[2]} ({r['epochs']})" for k, r in results.items()
            if r["epochs"] < epochs]  # fmt: skip
     if cut:

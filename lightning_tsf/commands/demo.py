@@ -38,6 +38,22 @@ class EpochPrinter(Callback):
         )
 
 
+def ensure_synthetic(root: str | Path) -> None:
+    """The synthetic dataset at ``root``: generated if absent; an existing set is used as it is
+    (whatever its parameters: tests and earlier runs share it)."""
+    from lightning_tsf.data.synthetic import make_synthetic_dataset
+
+    if not (Path(root) / "synthetic.json").exists():
+        make_synthetic_dataset(root)
+
+
+def time_guard(minutes: float) -> str:
+    """The ``--trainer.max_time`` override that stops a run after ``minutes``."""
+    m, s = divmod(round(minutes * 60), 60)
+    h, m = divmod(m, 60)
+    return f"--trainer.max_time={h // 24:02d}:{h % 24:02d}:{m:02d}:{s:02d}"
+
+
 def run_experiment(
     config: str | Path,
     root: str | Path,
@@ -136,16 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     import torch
 
-    from lightning_tsf.data.synthetic import make_synthetic_dataset
-
     torch.set_num_threads(args.threads)
 
     print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
-    if not (Path(args.root) / "synthetic.json").exists():  # an existing set is used as it is
-        make_synthetic_dataset(args.root)
-    minutes = int(args.max_minutes)
-    seconds = int(round((args.max_minutes - minutes) * 60))
-    guard = f"--trainer.max_time=00:00:{minutes:02d}:{seconds:02d}"
+    ensure_synthetic(args.root)
+    guard = time_guard(args.max_minutes)
     res = run_experiment(args.config, args.root, args.out, [guard, *overrides], pictures=True)
     total = time.perf_counter() - start
     lines = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightning_tsf.models.zoo import ZOO, ZooError, cache_dir, download
+from lightning_tsf.models.zoo import CACHE_ENV, ZOO, ZooError, cache_dir, download
 
 
 def _list() -> None:
-    print(f"cache: {cache_dir()} (set LIGHTNING_TSF_CACHE to move it)\n")
+    print(f"cache: {cache_dir()} (set {CACHE_ENV} to move it)\n")
     print("| name | dataset | frames x size | scheme | top-1 / top-5 (official) | HF hub | file |")
     print("|---|---|---|---|---|---|---|")
     for e in ZOO.values():

@@ -118,6 +118,15 @@ def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
+def checkpoint_state(obj: Mapping) -> Mapping:
+    """The state dict inside a loaded checkpoint: an official file's ``model_state``, a
+    Lightning file's ``state_dict``, a timm training file's ``model``, else the dict itself."""
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(obj.get(key), Mapping):
+            return obj[key]
+    return obj
+
+
 def head_classes(state: Mapping[str, Tensor]) -> int | None:
     """Class count of the classifier head in a state dict (ours, official, timm or HF names)."""
     for key, value in state.items():
@@ -156,12 +165,12 @@ def _strip_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> dict[str
 
 
 def _detect(obj: Mapping, model: TimeSformer) -> tuple[str, Mapping[str, Tensor]]:
-    if "model_state" in obj:
-        return "official", obj["model_state"]
-    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        return "lightning", obj["state_dict"]
-    if "model" in obj and isinstance(obj["model"], Mapping):  # timm/DeiT training checkpoints
-        obj = obj["model"]
+    state = checkpoint_state(obj)
+    if state is obj.get("model_state"):
+        return "official", state
+    if state is obj.get("state_dict"):
+        return "lightning", state
+    obj = state  # a plain state dict, or a timm/DeiT training file's "model"
     keys = list(obj)
     if any(k.removeprefix("timesformer.").startswith(("embeddings.", "encoder.")) for k in keys):
         return "hf", obj
@@ -239,7 +248,7 @@ def load_checkpoint(
     allowed_missing: set[str] = set()
     heads = [k for k in ("head.weight", "head.bias") if k in state and k in target]
     if any(state[k].shape != target[k].shape for k in heads):
-        have, want = int(state["head.weight"].shape[0]), int(target["head.weight"].shape[0])
+        have, want = head_classes(state), head_classes(target)
         if not replace_head:
             raise CheckpointError(
                 f"{kind} checkpoint: its head has {have} classes, the model {want}; "

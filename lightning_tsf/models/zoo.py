@@ -20,11 +20,12 @@ from pathlib import Path
 
 from lightning_tsf.models.checkpoint import (
     CheckpointError,
+    checkpoint_state,
     head_classes,
     load_checkpoint,
     read_checkpoint,
 )
-from lightning_tsf.models.presets import create_model
+from lightning_tsf.models.presets import PRESETS, create_model
 
 CACHE_ENV = "LIGHTNING_TSF_CACHE"
 PREFIX = "zoo:"
@@ -52,8 +53,6 @@ class ZooEntry:
 
     @property
     def frames_x_size(self) -> str:
-        from lightning_tsf.models.presets import PRESETS
-
         return f"{self.num_frames}x{PRESETS[self.preset]['img_size']}"
 
 
@@ -135,7 +134,7 @@ def verify(item: ZooEntry, path: Path) -> None:
         raise ZooError(f"{path}: sha256 differs from the known {item.sha256}")
     try:
         obj = read_checkpoint(path)
-        classes = head_classes(obj.get("model_state", obj))
+        classes = head_classes(checkpoint_state(obj))
         if item.num_classes and classes is not None and classes != item.num_classes:
             raise CheckpointError(f"its head has {classes} classes, expected {item.num_classes}")
         model = create_model(item.preset, num_frames=item.num_frames,
@@ -183,7 +182,7 @@ def download(item: ZooEntry | str, directory: str | Path | None = None, *, progr
         try:
             _fetch(item.url, part, progress, timeout)
             break
-        except (ConnectionError, TimeoutError, OSError) as err:
+        except OSError as err:  # connection refused or reset, timeouts, HTTP errors
             if isinstance(err, urllib.error.HTTPError) or attempt == retries:
                 raise ZooError(
                     f"could not download {item.name} from {item.url} ({type(err).__name__}: "

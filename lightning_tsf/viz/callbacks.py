@@ -152,8 +152,7 @@ class AttentionHeatmapCallback(_VizCallback):
         image, _ = render_heatmaps(
             pl_module.net, video, frames, names=names, labels=[int(it["label"]) for it in items],
             class_names=_class_names(trainer, pl_module), frame_indices=indices,
-            mean=_norm_stats(trainer)[0], std=_norm_stats(trainer)[1],
-        )  # fmt: skip
+        )  # fmt: skip (the frames are given: mean/std would only denormalise the video)
         caption = " | ".join(names)
         self.log_image(trainer, "viz/heatmaps", image, caption)
 
