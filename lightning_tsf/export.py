@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_tsf.inference import DataSettings, load_model
+from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.inference import load_model
 from lightning_tsf.models import TimeSformer
 
 FORMATS = ("onnx", "torch-export")
@@ -41,22 +42,26 @@ def check_format(format: str) -> None:
         raise ExportError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
 
 
-def export_metadata(model: TimeSformer, settings: DataSettings | None = None) -> dict[str, str]:
-    """Everything needed to run the exported file, as strings (lists and tuples in JSON)."""
-    settings = settings or DataSettings()
+def export_metadata(model: TimeSformer, record: InputConfig | None = None) -> dict[str, str]:
+    """Everything needed to run the exported file, as strings (lists and tuples in JSON):
+    the model's input record (:class:`~lightning_tsf.data.inputs.InputConfig`, in full under
+    ``input_config``) and the sizes and classes the graph was exported with."""
+    record = record or InputConfig(num_frames=model.num_frames, crop_size=model.img_size,
+                                   test_short_side=model.img_size)  # fmt: skip
     return {
         "input": f"{INPUT_NAME}: float32 (batch, 3, num_frames, img_size, img_size), RGB "
         "frames scaled to [0, 1] then (x - mean) / std per channel",
         "output": f"{OUTPUT_NAME}: float32 (batch, num_classes), softmax for probabilities",
         "num_frames": str(model.num_frames),
         "img_size": str(model.img_size),
-        "mean": json.dumps(list(settings.mean)),
-        "std": json.dumps(list(settings.std)),
-        "class_names": json.dumps(list(settings.class_names)),
+        "mean": json.dumps(list(record.mean)),
+        "std": json.dumps(list(record.std)),
+        "class_names": json.dumps(list(record.class_names)),
         "num_classes": str(model.num_classes),
         "attention_type": model.attention_type,
-        "sampler": settings.spec.sampler,
-        "sampling_rate": str(settings.spec.sampling_rate),
+        "sampler": record.sampler,
+        "sampling_rate": str(record.sampling_rate),
+        "input_config": json.dumps(record.to_dict()),
     }
 
 
@@ -114,7 +119,7 @@ def export_model(
     model: TimeSformer,
     out: str | Path,
     format: str = "onnx",
-    settings: DataSettings | None = None,
+    record: InputConfig | None = None,
     opset: int | None = None,
 ) -> Path:
     """Write ``model`` (exported in eval mode, float32, on the CPU, then restored) to ``out``.
@@ -133,7 +138,7 @@ def export_model(
             raise ExportError(f"ONNX export needs onnx and onnxscript: {_EXTRA}") from err
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = export_metadata(model, settings)
+    meta = export_metadata(model, record)
     x = example_input(model)
     try:
         with _quiet(), torch.no_grad(), _cpu_eval_eager(model):
@@ -164,19 +169,21 @@ def export_checkpoint(
     img_size: int | None = None,
     opset: int | None = None,
     model_config: str | None = None,
-) -> tuple[Path, TimeSformer, DataSettings]:
+    attention_type: str | None = None,
+) -> tuple[Path, TimeSformer, InputConfig]:
     """Load a Lightning ``.ckpt``, official ``.pyth`` or HF checkpoint with
     :func:`~lightning_tsf.inference.load_model` and :func:`export_model` it.
 
     ``preset``, ``num_frames`` and ``img_size`` give the model's shape where the checkpoint
     does not carry it (official and HF files); they also override a Lightning checkpoint's
-    stored config. ``model_config``: a YAML of TimeSformer arguments, instead of ``preset``.
-    Returns the written path, the model and its data settings.
+    stored config. ``model_config``: a YAML of TimeSformer arguments, instead of ``preset``;
+    ``attention_type``: the scheme, where the checkpoint's keys do not tell it.
+    Returns the written path, the model and its input record.
     """
     check_format(format)  # before the (slow) load
-    overrides = {k: v for k, v in (("num_frames", num_frames), ("img_size", img_size)) if v}
-    model, settings = load_model(str(checkpoint), preset, model_config, overrides)
-    return export_model(model, out, format, settings, opset), model, settings
+    overrides = {"num_frames": num_frames, "img_size": img_size, "attention_type": attention_type}
+    model, record = load_model(str(checkpoint), preset, model_config, overrides)
+    return export_model(model, out, format, record, opset), model, record
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Running a trained TimeSformer: checkpoint → model and its data settings → views → outputs.
+"""Running a trained TimeSformer: checkpoint → model and its input record → views → outputs.
 
 Used by :class:`lightning_tsf.predictor.Predictor` (and so by the commands that run a trained
 model on files), the demo's pictures and the dashboard callbacks. Views come from
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,62 @@ import torch
 from torch import Tensor
 
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, read_kinetics_csv
-from lightning_tsf.data.dataset import VideoBatch
+from lightning_tsf.data.dataset import VideoBatch, decode_error_line
 from lightning_tsf.data.decode import VideoDecodeError
+from lightning_tsf.data.inputs import InputConfig, official_input_config, resolve_input_config
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import ViewSpec, average_views, read_views
-from lightning_tsf.models import TimeSformer, create_model, load_checkpoint
-from lightning_tsf.models.checkpoint import checkpoint_state, head_classes, read_checkpoint
+from lightning_tsf.data.views import VideoScores, ViewAccumulator, ViewSpec, read_views
+from lightning_tsf.models import TimeSformer, create_model, load_checkpoint, zoo
+from lightning_tsf.models.checkpoint import (
+    CheckpointError,
+    checkpoint_state,
+    head_classes,
+    infer_net_config,
+    read_checkpoint,
+)
+from lightning_tsf.models.presets import preset_of
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
-_SPEC_ARGS = set(inspect.signature(ViewSpec).parameters)
+_DATA_ARGS = set(inspect.signature(resolve_input_config).parameters)
 
 
 @dataclass
-class DataSettings:
-    """What a model expects of its input: views, normalisation and class names."""
+class Prediction:
+    """The one prediction record of a video (``tsf predict``, the file commands, the
+    :class:`~lightning_tsf.predictor.Predictor`): top-k of the mean softmax of its views."""
 
-    spec: ViewSpec = field(default_factory=ViewSpec)
-    mean: tuple[float, ...] = DEFAULT_MEAN
-    std: tuple[float, ...] = DEFAULT_STD
-    class_names: list[str] = field(default_factory=list)
+    path: str
+    label: int  # from an annotation file, else -1
+    indices: list[int]
+    classes: list[str]
+    probs: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``path``, ``label``, ``indices``, ``classes``, ``probs``)."""
+        return asdict(self)
+
+
+def top_k(
+    probs: Tensor, k: int, names: Sequence[str]
+) -> tuple[list[int], list[str], list[float]]:
+    """Indices, names and probabilities (6 decimals) of the ``k`` best classes of one video's
+    mean softmax ``(K,)``."""
+    p, idx = probs.topk(min(k, probs.shape[-1]))
+    ids = idx.tolist()
+    return (
+        ids,
+        [names[i] if i < len(names) else str(i) for i in ids],
+        [round(float(x), 6) for x in p],
+    )
+
+
+def predictions(scores: VideoScores, k: int, names: Sequence[str]) -> list[Prediction]:
+    """:class:`Prediction` of each video of ``scores`` (its ``probs`` rows)."""
+    probs = scores.rows.get("probs", torch.zeros(0, 0))
+    return [
+        Prediction(path, int(label), *top_k(p, k, names))
+        for path, label, p in zip(scores.paths, scores.labels.tolist(), probs)
+    ]
 
 
 # ---------------------------------------------------------------------------- model loading
@@ -70,21 +107,30 @@ def build_model(config: Mapping[str, Any], num_classes: int | None = None) -> Ti
     return create_model(preset, **kwargs) if preset else TimeSformer(**kwargs)
 
 
-def _data_settings(obj: Any, hparams: Mapping[str, Any], model: TimeSformer) -> DataSettings:
-    """Views and normalisation saved with a Lightning checkpoint (its DataModule's hparams)."""
-    data_hp = obj.get("datamodule_hyper_parameters", {}) if isinstance(obj, Mapping) else {}
-    spec = {k: v for k, v in data_hp.items() if k in _SPEC_ARGS and v is not None}
-    if "sampler" not in spec and data_hp.get("format") == "ssv2":
-        spec["sampler"] = "segment"  # the DataModule's default for SSv2
-    spec.setdefault("num_frames", model.num_frames)
-    spec.setdefault("crop_size", model.img_size)
-    names = hparams.get("class_names") or data_hp.get("class_names") or []
-    return DataSettings(
-        spec=ViewSpec(**spec),
-        mean=tuple(data_hp.get("mean") or DEFAULT_MEAN),
-        std=tuple(data_hp.get("std") or DEFAULT_STD),
-        class_names=list(names),
-    )
+def read_input_config(
+    obj: Mapping[str, Any], model: TimeSformer, source: str = "checkpoint"
+) -> InputConfig:
+    """The :class:`InputConfig` of a loaded checkpoint, in this order: the record saved with
+    it (``input_config``); for a Lightning checkpoint saved before records existed, its
+    DataModule's hyper-parameters through the DataModule's own rule; for a zoo file, the zoo's
+    official record; else the official Kinetics record at the model's frames and size."""
+    name = Path(source).name
+    if isinstance(obj.get("input_config"), Mapping):
+        return InputConfig.from_dict(obj["input_config"], f"{name}: input_config")
+    scheme, preset = model.attention_type, preset_of(model)
+    names = obj.get("hyper_parameters", {}).get("class_names") or []
+    data_hp = obj.get("datamodule_hyper_parameters")
+    if isinstance(data_hp, Mapping) and data_hp:
+        kwargs = {k: v for k, v in data_hp.items() if k in _DATA_ARGS and v is not None}
+        kwargs.setdefault("format", "kinetics")  # the DataModule's default
+        return resolve_input_config(
+            **{**kwargs, "class_names": names, "scheme": scheme, "preset": preset}
+        )
+    for entry in zoo.ZOO.values():
+        if entry.file == name:
+            return entry.input_config
+    return official_input_config("K400", model.num_frames, model.img_size, names, scheme,
+                                 preset)  # fmt: skip
 
 
 def load_model(
@@ -92,17 +138,24 @@ def load_model(
     preset: str | None = None,
     model_config: str | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> tuple[TimeSformer, DataSettings]:
-    """Model (eval mode) with the checkpoint's weights, and the data settings saved with it.
+) -> tuple[TimeSformer, InputConfig]:
+    """Model (eval mode) with the checkpoint's weights, and what it expects as input
+    (:func:`read_input_config`).
 
     The architecture comes from, in order: ``model_config`` (a YAML of TimeSformer arguments,
-    optionally with ``preset``), ``preset``, or the net config stored in a Lightning
-    checkpoint's ``hyper_parameters``. ``num_classes`` is taken from the head's weight. The
-    file is read with ``weights_only=True``. Official and HF files carry no data settings:
-    the defaults (8×32 dense clips at the model's size, mean 0.45 / std 0.225) apply.
+    optionally with ``preset``), ``preset``, the net config stored in a Lightning checkpoint's
+    ``hyper_parameters``, or what an official/HF file's tensors say
+    (:func:`~lightning_tsf.models.checkpoint.infer_net_config`: sizes, frames, scheme).
+    ``overrides`` (``attention_type``, ``num_frames``, ``img_size``) go over it.
+    ``num_classes`` is taken from the head's weight. The file is read with
+    ``weights_only=True``. ``checkpoint`` may be ``zoo:NAME`` (fetched into the cache).
     """
+    if checkpoint.startswith(zoo.PREFIX):
+        checkpoint = str(zoo.resolve(checkpoint))
     obj = read_checkpoint(checkpoint)
-    hparams = obj.get("hyper_parameters", {}) if isinstance(obj, Mapping) else {}
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{checkpoint}: expected a checkpoint dict, got {type(obj).__name__}")
+    hparams = obj.get("hyper_parameters", {})
     config: dict[str, Any] | None = None
     if model_config:
         import yaml
@@ -111,46 +164,80 @@ def load_model(
     elif preset:
         config = {"preset": preset}
     else:
-        config = _find_net_config(hparams)
+        config = _find_net_config(hparams) or infer_net_config(checkpoint_state(obj))
     if config is None:
         raise ValueError(
-            f"{checkpoint}: no model configuration stored in the checkpoint; "
-            "pass --preset NAME or --model-config YAML"
+            f"{checkpoint}: no model configuration stored in the checkpoint and none readable "
+            "from its tensors; pass --preset NAME or --model-config YAML"
         )
-    config.update(overrides or {})
+    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
     model = build_model(config, head_classes(checkpoint_state(obj)))
     load_checkpoint(model, obj)
-    return model.eval(), _data_settings(obj, hparams, model)
+    record = read_input_config(obj, model, checkpoint)
+    if record.scheme not in (None, model.attention_type):
+        record = replace(record, scheme=model.attention_type)
+    if (record.num_frames, record.crop_size) != (model.num_frames, model.img_size):
+        record = _resized(record, model.num_frames, model.img_size)
+    return model.eval(), record
+
+
+def _resized(record: InputConfig, num_frames: int, crop_size: int) -> InputConfig:
+    """The record of a model run at other frames or size (``--num-frames``/``--img-size``):
+    short sides that were the crop size follow it, larger ones stay (at least the crop)."""
+
+    def side(s: int) -> int:
+        return crop_size if s == record.crop_size else max(s, crop_size)
+
+    return replace(record, num_frames=num_frames, crop_size=crop_size,
+                   test_short_side=side(record.test_short_side),
+                   one_crop_short_side=side(record.one_crop_short_side))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- inputs and views
+class NoVideosError(ValueError):
+    """An input that names no video: an empty folder, a folder named like a video, an empty
+    annotation file."""
+
+
 def collect_videos(inputs: Sequence[str]) -> list[tuple[str, int]]:
     """``(path, label)`` pairs from video files, folders (searched recursively) and annotation
     files (``.csv``/``.txt`` lines ``path label``, paths relative to the file's folder); label
-    -1 when unknown. Missing paths are kept, so they are reported as unreadable later."""
+    -1 when unknown. Missing files are kept, so they are reported as unreadable later; a
+    folder or annotation file with no video in it is a :class:`NoVideosError` naming it."""
     out: list[tuple[str, int]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(p.rglob("*"))
-            out += [(str(f), -1) for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+            files = [f for f in sorted(p.rglob("*")) if f.suffix.lower() in VIDEO_EXTENSIONS]
+            found = [(str(f), -1) for f in files if f.is_file()]
+            if not found:
+                exts = " ".join(VIDEO_EXTENSIONS)
+                raise NoVideosError(f"{item}: a folder with no video files in it ({exts})")
+            out += found
         elif p.suffix.lower() in (".csv", ".txt") and p.is_file():
-            out += [(r.path, r.label) for r in read_kinetics_csv(p, p.parent)]
+            found = [(r.path, r.label) for r in read_kinetics_csv(p, p.parent)]
+            if not found:
+                raise NoVideosError(f"{item}: an annotation file that lists no videos")
+            out += found
         else:
             out.append((str(p), -1))
+    if not out:
+        raise NoVideosError("no videos given")
     return out
 
 
-def load_views(path: str, settings: DataSettings) -> tuple[Tensor, np.ndarray]:
+def load_views(
+    path: str, spec: ViewSpec, mean: Sequence[float], std: Sequence[float]
+) -> tuple[Tensor, np.ndarray]:
     """Decode the views of one video for the model.
 
-    Returns ``(views, frames)``: ``(V, C, T, S, S)`` normalised clips in view order and the
-    uint8 frames ``(T, S, S, 3)`` of the centre view, for overlays. Raises
+    Returns ``(views, frames)``: ``(V, C, T, S, S)`` clips normalised with ``mean``/``std`` in
+    view order and the uint8 frames ``(T, S, S, 3)`` of the centre view, for overlays. Raises
     :class:`~lightning_tsf.data.decode.VideoDecodeError`.
     """
-    raw = read_views(path, settings.spec)  # (V, T, C, S, S) uint8
-    views = normalize_video(raw.transpose(1, 2), settings.mean, settings.std)  # (V, C, T, S, S)
-    frames = raw[settings.spec.centre_view].permute(0, 2, 3, 1).contiguous().numpy()
+    raw = read_views(path, spec)  # (V, T, C, S, S) uint8
+    views = normalize_video(raw.transpose(1, 2), mean, std)  # (V, C, T, S, S)
+    frames = raw[spec.centre_view].permute(0, 2, 3, 1).contiguous().numpy()
     return views, frames
 
 
@@ -179,71 +266,37 @@ def clip_frame_tokens(model: TimeSformer, clips: Tensor) -> Tensor:
 
 
 def error_line(err: Exception) -> str:
-    """One-line description of a failed video."""
+    """The one wording of a video that cannot be read: ``cannot decode PATH: reason``."""
     if isinstance(err, VideoDecodeError):
-        return f"error: cannot decode {err.path}: {err.reason.splitlines()[0]}"
-    return f"error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return decode_error_line(err)
+    return f"cannot decode: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 # ---------------------------------------------------------------------------- over a dataloader
-@dataclass
-class VideoOutputs:
-    """Per-view outputs accumulated batch by batch, then averaged per video by :meth:`videos`.
-
-    Batches straight from a DataLoader hold uint8 clips: they are normalised with ``mean`` and
-    ``std``; batches that went through a LightningModule's transfer are float already.
-    """
-
-    mean: tuple[float, ...] = DEFAULT_MEAN
-    std: tuple[float, ...] = DEFAULT_STD
-    features: list[Tensor] = field(default_factory=list)
-    logits: list[Tensor] = field(default_factory=list)
-    labels: list[Tensor] = field(default_factory=list)
-    video_index: list[Tensor] = field(default_factory=list)
-    paths: dict[int, str] = field(default_factory=dict)
-
-    @torch.no_grad()
-    def add(self, model: TimeSformer, batch: VideoBatch) -> None:
-        """Run ``model`` on the batch's decodable clips and keep features and logits."""
-        n = batch["video"].shape[0]
-        valid = torch.as_tensor(batch.get("valid", True)).bool().expand(n).cpu()
-        if not valid.any():
-            return
+@torch.no_grad()
+def add_batch(
+    accumulator: ViewAccumulator,
+    model: TimeSformer,
+    batch: VideoBatch,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+) -> None:
+    """Run ``model`` on a batch's decodable clips and add their cls ``features`` and softmax
+    ``probs`` to ``accumulator``. Batches straight from a DataLoader hold uint8 clips (then
+    normalised with ``mean``/``std``); batches after a LightningModule's transfer are float."""
+    n = batch["video"].shape[0]
+    valid = torch.as_tensor(batch.get("valid", True)).bool().expand(n).cpu()
+    rows: dict[str, Tensor] = {}
+    if valid.any():
         device = next(model.parameters()).device
         video = batch["video"][valid.to(batch["video"].device)].to(device)
         if video.dtype == torch.uint8:
-            video = normalize_video(video, self.mean, self.std)
+            video = normalize_video(video, mean, std)
         feats = model.forward_features(video)
-        self.features.append(feats.float().cpu())
-        self.logits.append(model.forward_head(feats).float().cpu())
-        self.labels.append(torch.as_tensor(batch["label"]).cpu()[valid])
-        vidx = torch.as_tensor(batch.get("video_index", torch.arange(n))).cpu()[valid]
-        self.video_index.append(vidx)
-        paths = batch.get("path") or [""] * n
-        self.paths.update(
-            {int(v): p for v, p in zip(vidx.tolist(), np.array(paths)[valid.numpy()])}
-        )
-
-    def videos(self) -> dict[str, np.ndarray | list[str]]:
-        """Per video (sorted by index): ``features`` (V, D), mean softmax ``probs`` (V, K),
-        ``labels`` (V,), ``video_index`` (V,), ``paths``."""
-        if not self.features:
-            empty = np.zeros((0, 0), np.float32)
-            none = np.zeros(0, np.int64)
-            return {"features": empty, "probs": empty, "labels": none, "video_index": none,
-                    "paths": []}  # fmt: skip
-        vidx = torch.cat(self.video_index)
-        uniq, features = average_views(vidx, torch.cat(self.features))
-        _, probs = average_views(vidx, torch.cat(self.logits).softmax(-1))
-        labels = torch.zeros(len(uniq), dtype=torch.long)
-        labels[torch.searchsorted(uniq, vidx.contiguous())] = torch.cat(self.labels)
-        return {
-            "features": features.numpy(),
-            "probs": probs.numpy(),
-            "labels": labels.numpy(),
-            "video_index": uniq.numpy(),
-            "paths": [self.paths.get(int(v), "") for v in uniq.tolist()],
-        }
+        rows = {"features": feats, "probs": model.forward_head(feats).float().softmax(-1)}
+    index = batch.get("video_index", torch.arange(n))
+    accumulator.add(index, batch["label"], batch.get("path") or [""] * n, valid,
+                    batch.get("error"), **rows)  # fmt: skip
 
 
 def collect_outputs(
@@ -253,16 +306,30 @@ def collect_outputs(
     mean: Sequence[float] = DEFAULT_MEAN,
     std: Sequence[float] = DEFAULT_STD,
 ) -> dict[str, np.ndarray | list[str]]:
-    """:meth:`VideoOutputs.videos` of ``model`` (put in eval mode) over a dataloader whose
-    uint8 clips are normalised with ``mean``/``std``."""
+    """Per video of a dataloader (``model`` put in eval mode, uint8 clips normalised with
+    ``mean``/``std``): ``features`` (V, D), mean softmax ``probs`` (V, K), ``labels``,
+    ``video_index`` (ascending) and ``paths``."""
     was_training = model.training
     model.eval()
-    outputs = VideoOutputs(tuple(mean), tuple(std))
+    accumulator = ViewAccumulator()
     try:
         for i, batch in enumerate(batches):
             if limit is not None and i >= limit:
                 break
-            outputs.add(model, batch)
+            add_batch(accumulator, model, batch, mean, std)
     finally:
         model.train(was_training)
-    return outputs.videos()
+    return outputs_dict(accumulator.result())
+
+
+def outputs_dict(scores: VideoScores) -> dict[str, np.ndarray | list[str]]:
+    """:class:`VideoScores` as numpy: ``features``, ``probs``, ``labels``, ``video_index``,
+    ``paths`` (empty ``(0, 0)`` arrays when no video decoded)."""
+    empty = np.zeros((0, 0), np.float32)
+    return {
+        "features": scores.rows["features"].numpy() if len(scores) else empty,
+        "probs": scores.rows["probs"].numpy() if len(scores) else empty,
+        "labels": scores.labels.numpy(),
+        "video_index": scores.video_index.numpy(),
+        "paths": list(scores.paths),
+    }

@@ -1,6 +1,6 @@
 """Using a trained model from Python: :class:`Predictor`.
 
-One object holds a model, its data settings and the device; its methods take videos (a file, a
+One object holds a model, its input record and the device; its methods take videos (a file, a
 folder searched recursively, an annotation file, or a list of these) and return small result
 objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``features-files``,
 ``heatmap-files`` and ``timeline`` commands are thin wrappers over it.
@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -48,11 +47,12 @@ import torch
 from torch import Tensor
 
 from lightning_tsf.data.decode import make_reader
+from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.data.transforms import normalize_video
-from lightning_tsf.data.views import ViewSpec, average_views, clip_frame_indices, clip_views
+from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices, clip_views
 from lightning_tsf.inference import (
-    DataSettings,
+    Prediction,
     batched,
     clip_frame_tokens,
     collect_videos,
@@ -60,6 +60,7 @@ from lightning_tsf.inference import (
     load_model,
     load_views,
 )
+from lightning_tsf.inference import top_k as top_k_of
 from lightning_tsf.models import TimeSformer
 
 VideoInput = str | Path | Sequence[str | Path]
@@ -75,21 +76,6 @@ class VideoError:
 
     path: str
     message: str
-
-
-@dataclass
-class Prediction:
-    """Top-k classes of one video: the mean of its views' softmax."""
-
-    path: str
-    label: int  # from an annotation file, else -1
-    indices: list[int]
-    classes: list[str]
-    probs: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``path``, ``label``, ``indices``, ``classes``, ``probs``)."""
-        return asdict(self)
 
 
 @dataclass
@@ -114,9 +100,10 @@ class Predictions(PerVideo[Prediction]):
     """:meth:`Predictor.predict`'s result: one :class:`Prediction` per decoded video."""
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per video; failed videos last, as ``{"path", "error": "cannot decode"}``."""
+        """One dict per video; failed videos last, as ``{"path", "error": "cannot decode
+        PATH: reason"}``."""
         return [p.to_dict() for p in self.videos] + [
-            {"path": e.path, "error": "cannot decode"} for e in self.errors
+            {"path": e.path, "error": e.message} for e in self.errors
         ]
 
     def save(self, path: str | Path) -> Path:
@@ -231,24 +218,28 @@ class Timeline:
 class Predictor:
     """A trained TimeSformer ready to run on video files.
 
-    ``device``: None picks ``cuda`` when available, else ``cpu``. ``batch_size``: views per
-    forward pass (views of several videos share one). ``progress``: a tqdm bar over videos;
-    None shows it on a terminal for more than a handful of videos, False never.
+    ``input_config``: what the model expects (:class:`~lightning_tsf.data.inputs.InputConfig`,
+    read from the checkpoint by :meth:`from_checkpoint`); ``backend``: the video reader
+    (``auto`` picks per file). ``device``: None picks ``cuda`` when available, else ``cpu``.
+    ``batch_size``: views per forward pass (views of several videos share one). ``progress``:
+    a tqdm bar over videos; None shows it on a terminal for more than a handful, False never.
     """
 
     def __init__(
         self,
         model: TimeSformer,
-        settings: DataSettings,
+        input_config: InputConfig,
         device: str | torch.device | None = None,
         batch_size: int = 8,
         progress: bool | None = None,
+        backend: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
-        self.settings = settings
+        self.input_config = input_config
+        self.spec = input_config.view_spec(backend)
         self.batch_size = batch_size
         self.progress = progress
 
@@ -261,30 +252,33 @@ class Predictor:
         preset: str | None = None,
         model_config: str | None = None,
         attention_type: str | None = None,
+        num_frames: int | None = None,
+        img_size: int | None = None,
         class_names: Sequence[str] | None = None,
         batch_size: int = 8,
         progress: bool | None = None,
+        backend: str = "auto",
         **views: Any,
     ) -> Predictor:
-        """Load a Lightning ``.ckpt``, an official ``.pyth`` or an HF checkpoint
-        (:func:`~lightning_tsf.inference.load_model`: official/HF files need ``preset`` or
-        ``model_config``). ``views``: :class:`~lightning_tsf.data.views.ViewSpec` fields
-        (``num_spatial_crops=3``, ``num_temporal_views``, ``backend``...) over the checkpoint's."""
-        unknown = set(views) - set(ViewSpec.__dataclass_fields__)
+        """Load a Lightning ``.ckpt``, an official ``.pyth``, an HF checkpoint or ``zoo:NAME``
+        (:func:`~lightning_tsf.inference.load_model`) with the input record saved in it.
+        ``views``: ``num_spatial_crops``, ``num_temporal_views``, ``test_short_side`` over
+        the checkpoint's (None: as the checkpoint says)."""
+        unknown = set(views) - set(VIEW_OPTIONS)
         if unknown:
             raise TypeError(f"unknown view option(s): {', '.join(sorted(unknown))}")
-        overrides = {"attention_type": attention_type} if attention_type else None
-        model, settings = load_model(str(path), preset, model_config, overrides)
-        given = {k: v for k, v in views.items() if v is not None}
-        settings.spec = replace(settings.spec, **given)
+        overrides = {"attention_type": attention_type, "num_frames": num_frames,
+                     "img_size": img_size}  # fmt: skip
+        model, config = load_model(str(path), preset, model_config, overrides)
+        config = config.with_views(**views)
         if class_names is not None:
-            settings.class_names = list(class_names)
-        return cls(model, settings, device, batch_size, progress)
+            config = replace(config, class_names=tuple(class_names))
+        return cls(model, config, device, batch_size, progress, backend)
 
     @property
     def class_names(self) -> list[str]:
         """Class names (the checkpoint's, or the class indices as text)."""
-        names = self.settings.class_names
+        names = self.input_config.class_names
         return list(names) or [str(i) for i in range(self.model.num_classes)]
 
     # ------------------------------------------------------------------ public methods
@@ -292,8 +286,8 @@ class Predictor:
         """Top-``top_k`` classes of each video (the mean softmax of its views)."""
         result = Predictions()
         names = self.class_names
-        for (path, label), logits in self._per_video(videos, "forward", result.errors):
-            result.videos.append(Prediction(path, label, *_top_k(logits, top_k, names)))
+        for (path, label), probs in self._per_video(videos, _softmax(self.model), result.errors):
+            result.videos.append(Prediction(path, label, *top_k_of(probs, top_k, names)))
         return result
 
     def features(self, videos: VideoInput, frame_tokens: bool = False) -> Features:
@@ -305,7 +299,7 @@ class Predictor:
             fn = partial(_features_and_tokens, self.model)
         rows, paths, labels = [], [], []
         for (path, label), out in self._per_video(videos, fn, errors):
-            rows.append(_mean_views(out))
+            rows.append(out)
             paths.append(path)
             labels.append(label)
         dim = self.model.embed_dim
@@ -323,15 +317,15 @@ class Predictor:
         from lightning_tsf.viz.heatmap import render_heatmaps, save_png
 
         result = Heatmaps()
-        spec = self.settings.spec
+        spec = self.spec
         temporal = spec.split(spec.centre_view)[0]
         for path, label, views, frames in self._decoded(videos, result.errors):
             clip = views[spec.centre_view].to(self.device)
             image, maps = render_heatmaps(
                 self.model, clip, frames, names=[Path(path).name], labels=[label],
-                class_names=self.class_names, mean=self.settings.mean, std=self.settings.std,
-                frame_indices=[clip_frame_indices(path, spec, temporal)],
-            )  # fmt: skip
+                class_names=self.class_names, frame_indices=[clip_frame_indices(path, spec,
+                                                                                temporal)],
+            )  # fmt: skip (the frames are given: mean/std would only denormalise the clip)
             png = None
             if out_dir is not None:
                 png = str(save_png(image, Path(out_dir) / numbered_name(path, len(result))))
@@ -349,21 +343,22 @@ class Predictor:
         (:func:`~lightning_tsf.data.sampling.sliding_windows`: whole windows only, the last one
         ending at or before the end of the video; a video shorter than a window gives one
         window, and :attr:`Timeline.note` says so), scored over the spatial crops of the
-        settings. Raises :class:`~lightning_tsf.data.decode.VideoDecodeError` for an
+        input record. Raises :class:`~lightning_tsf.data.decode.VideoDecodeError` for an
         unreadable video and ``ValueError`` for a non-positive window or stride.
         """
-        spec = self.settings.spec
+        spec = self.spec
         reader = make_reader(str(video), spec.backend, spec.decode_short_side)
         try:
             length, fps = len(reader), reader.fps
             spans = sliding_windows(length, fps, window_s, stride_s, spec.num_frames)
             clips = ((w, self._normalise(clip_views(reader.get_frames(w[2]), spec))) for w in spans)
-            scores = list(self._stream(self._bar(clips, len(spans), "windows"), "forward"))
+            scores = list(self._stream(self._bar(clips, len(spans), "windows"),
+                                       _softmax(self.model)))  # fmt: skip
         finally:
             reader.close()
         names, windows = self.class_names, []
-        for (start, end, frames), logits in scores:
-            windows.append(Window(start, end, frames.tolist(), *_top_k(logits, top_k, names)))
+        for (start, end, frames), probs in scores:
+            windows.append(Window(start, end, frames.tolist(), *top_k_of(probs, top_k, names)))
         note = ""
         if length / fps <= window_s:
             note = f"video ({length / fps:.3g} s) not longer than the window: one window"
@@ -382,7 +377,8 @@ class Predictor:
 
     def _normalise(self, views: Tensor) -> Tensor:
         """uint8 ``(V, T, C, S, S)`` → the model's normalised ``(V, C, T, S, S)``."""
-        return normalize_video(views.transpose(1, 2), self.settings.mean, self.settings.std)
+        return normalize_video(views.transpose(1, 2), self.input_config.mean,
+                               self.input_config.std)  # fmt: skip
 
     def _videos(self, videos: VideoInput) -> Iterable[tuple[str, int]]:
         """``(path, label)`` of the inputs, under the progress bar."""
@@ -395,9 +391,10 @@ class Predictor:
     ) -> Iterator[tuple[str, int, Tensor, np.ndarray]]:
         """``(path, label, views, centre frames)`` of each decodable video
         (:func:`~lightning_tsf.inference.load_views`); failures go to ``errors``."""
+        config = self.input_config
         for path, label in self._videos(videos):
             try:
-                views, frames = load_views(path, self.settings)
+                views, frames = load_views(path, self.spec, config.mean, config.std)
             except Exception as err:  # any undecodable file: reported, the others go on
                 errors.append(VideoError(path, error_line(err)))
                 continue
@@ -406,7 +403,7 @@ class Predictor:
     def _per_video(
         self, videos: VideoInput, fn: str | Callable[[Tensor], Tensor], errors: list[VideoError]
     ) -> Iterator[tuple[tuple[str, int], Tensor]]:
-        """``fn``'s outputs ``(V, ...)`` over each decodable video's views."""
+        """``fn``'s outputs averaged over each decodable video's views."""
         decoded = self._decoded(videos, errors)
         return self._stream((((path, label), views) for path, label, views, _ in decoded), fn)
 
@@ -414,46 +411,36 @@ class Predictor:
         self, items: Iterable[tuple[Item, Tensor]], fn: str | Callable[[Tensor], Tensor]
     ) -> Iterator[tuple[Item, Tensor]]:
         """Run ``fn`` over the views of consecutive items, ``batch_size`` views per forward
-        (an item's views may share a pass with the next item's); yield ``(item, outputs)`` in
-        order as soon as all of an item's views are done."""
+        (an item's views may share a pass with the next item's), average each item's views
+        with the one :class:`~lightning_tsf.data.views.ViewAccumulator`, and yield
+        ``(item, mean output)`` in order as soon as all of an item's views are done."""
         size = self.batch_size
-        waiting: deque[tuple[Item, int]] = deque()  # items whose outputs are not all there
-        queued: list[Tensor] = []  # views not run yet
-        done: Tensor | None = None  # outputs not handed out yet
-        for item, views in _with_end(items):
+        accumulator = ViewAccumulator()
+        waiting: dict[int, Item] = {}  # items whose outputs are not all in, by number
+        queued: list[tuple[int, Tensor]] = []  # (item number, views) not run yet
+        for number, (item, views) in enumerate(_with_end(items)):
             if views is not None:
-                waiting.append((item, len(views)))
-                queued.append(views)
-            count = sum(len(v) for v in queued)
-            if count >= size or (views is None and count):
-                x = torch.cat(queued)
-                cut = len(x) if views is None else count // size * size
-                out = batched(self.model, fn, x[:cut], size)
-                done = out if done is None else torch.cat([done, out])
-                queued = [x[cut:]] if cut < len(x) else []
-            while done is not None and waiting and waiting[0][1] <= len(done):
-                first, n = waiting.popleft()
-                yield first, done[:n]
-                done = done[n:]
+                waiting[number] = item
+                queued.append((number, views))
+            count = sum(len(v) for _, v in queued)
+            if not count or (views is not None and count < size):
+                continue
+            owner = torch.cat([torch.full((len(v),), n, dtype=torch.long) for n, v in queued])
+            x = torch.cat([v for _, v in queued])
+            cut = len(x) if views is None else count // size * size
+            out = batched(self.model, fn, x[:cut], size)
+            accumulator.add(owner[:cut], torch.full((cut,), -1), [""] * cut, out=out)
+            rest = owner[cut:]
+            queued = [(int(n), x[cut:][rest == n]) for n in torch.unique(rest)]
+            first_open = int(rest[0]) if len(rest) else None  # its views are not all run
+            scores = accumulator.pop([n for n in waiting if first_open is None or n < first_open])
+            for n, mean in zip(scores.video_index.tolist(), scores.rows.get("out", [])):
+                yield waiting.pop(n), mean
 
 
-def _mean_views(scores: Tensor) -> Tensor:
-    """Mean over the rows of one video's views, with the averaging ``tsf test`` uses."""
-    return average_views(torch.zeros(len(scores), dtype=torch.long), scores)[1][0]
-
-
-def _top_k(
-    logits: Tensor, k: int, names: Sequence[str]
-) -> tuple[list[int], list[str], list[float]]:
-    """Indices, names and probabilities (6 decimals) of the ``k`` best classes of the mean
-    softmax of one video's (or window's) views ``(V, K)``."""
-    p, idx = _mean_views(logits.softmax(-1)).topk(min(k, logits.shape[-1]))
-    ids = idx.tolist()
-    return (
-        ids,
-        [names[i] if i < len(names) else str(i) for i in ids],
-        [round(float(x), 6) for x in p],
-    )
+def _softmax(model: TimeSformer) -> Callable[[Tensor], Tensor]:
+    """Class probabilities of a batch of views: what is averaged per video, as in ``tsf test``."""
+    return lambda clips: model(clips).float().softmax(-1)
 
 
 def _with_end(items: Iterable[tuple[Item, Tensor]]) -> Iterator[tuple[Any, Tensor | None]]:

@@ -58,7 +58,7 @@ def test_kinetics_comma_and_header_and_no_class_file(tmp_path, make_video):
 
 def test_ssv2_templates_segment_sampling_and_no_flip(ssv2_root):
     dm = VideoDataModule(str(ssv2_root), format="ssv2", num_frames=4, num_spatial_crops=1, **SMALL)
-    assert dm.sampler == "segment" and dm.horizontal_flip is False
+    assert dm.input_config.sampler == "segment" and dm.horizontal_flip is False
     assert dm.class_names[1] == "Putting something on a surface"
     dm.setup("fit")
     assert dm.datasets["train"].transform.horizontal_flip is False
@@ -143,7 +143,7 @@ def test_training_skips_broken_videos_and_counts(kinetics_root, caplog):
             paths.add(sample["path"])
     assert retries >= 3 * len(BROKEN_KINDS)  # every broken one was replaced
     assert not any("bad_" in p for p in paths)
-    logged = [r.getMessage() for r in caplog.records if "unreadable video" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "cannot decode" in r.getMessage()]
     assert len(logged) == len(BROKEN_KINDS)  # each failure logged once, by path
     assert all(any(f"bad_{k}" in m for m in logged) for k in BROKEN_KINDS)
 

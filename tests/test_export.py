@@ -137,7 +137,7 @@ def test_cli_official_pyth_with_shape_options(tmp_path: Path, capsys) -> None:
     assert tsf(args) == 2  # the preset's 4 frames x 32 pixels do not fit the weights
     err = capsys.readouterr().err
     assert err.startswith("tsf export: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert "time_embed: checkpoint (1, 2, 64) vs model (1, 4, 64)" in err and "--num-frames" in err
+    assert "time_embed 1x2x64 vs model 1x4x64" in err and "--num-frames" in err
     assert tsf(args + ["--num-frames", "2", "--img-size", "48"]) == 0
     assert "(ok)" in capsys.readouterr().out
     sess = session(out)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_tsf.data.views import ViewAccumulator
 from lightning_tsf.models import create_model
-from lightning_tsf.train.module import VideoClassifier, _unique_rows
+from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.train.optim import LRSchedule, build_optimizer, param_groups
 
 
@@ -38,10 +39,20 @@ def test_sgd_recipe_and_decay_groups() -> None:
     assert all(p.ndim >= 2 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
 
 
-def test_unique_views_keep_first() -> None:
-    key = torch.tensor([[0, 0], [0, 1], [1, 0], [0, 0], [1, 0]])
-    uniq, first = _unique_rows(key)
-    assert uniq.tolist() == [[0, 0], [0, 1], [1, 0]] and first.tolist() == [0, 1, 2]
+def test_view_accumulator_averages_whole_videos_across_batches_and_ranks() -> None:
+    """Hand-computed: video 7 has views in two batches (one of them on another 'rank'), video
+    3 one unreadable view and one good one, video 5 none readable (reported, not averaged)."""
+    a, b = ViewAccumulator(), ViewAccumulator()
+    a.add([7, 3, 3], [1, 0, 0], ["v7", "v3", "v3"], [True, False, True],
+          ["", "cannot decode v3: x", ""], probs=torch.tensor([[0.2, 0.8], [0.6, 0.4]]))
+    assert len(a.complete(num_views=2)) == 1  # video 3 is whole (2 views seen), 7 is not
+    b.add([7, 5, 5], [1, 2, 2], ["v7", "v5", "v5"], [True, False, False], ["", "bad", "bad"],
+          probs=torch.tensor([[0.4, 0.6]]))  # fmt: skip
+    a.merge([b.state()])
+    scores = a.result()
+    assert scores.video_index.tolist() == [7] and scores.labels.tolist() == [1]
+    torch.testing.assert_close(scores.rows["probs"], torch.tensor([[0.3, 0.7]]))
+    assert scores.errors == {"v5": "bad"}
 
 
 def test_checkpoint_hparams_are_plain() -> None:

@@ -63,7 +63,7 @@ def test_predict_videos_all_containers(videos, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 1  # one video failed, the others ran
     errors = captured.err.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: cannot decode")
+    assert len(errors) == 1 and errors[0].startswith("cannot decode ")
     assert "z_broken.mp4" in errors[0]
     rows = json.loads(out.read_text())
     good = [r for r in rows if "error" not in r]

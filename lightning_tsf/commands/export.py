@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lightning_tsf.commands.options import add_model_source, model_source
 from lightning_tsf.export import (
     FORMATS,
     export_checkpoint,
@@ -20,9 +21,9 @@ from lightning_tsf.export import (
     one_line,
     onnx_max_difference,
 )
-from lightning_tsf.models import PRESETS, CheckpointError
+from lightning_tsf.models import CheckpointError
 
-HINT = " (give --preset, --num-frames and --img-size that fit the checkpoint)"
+HINT = " (give --preset, --attention-type, --num-frames and --img-size that fit the checkpoint)"
 TOLERANCE = 1e-4  # max |onnxruntime - torch| of the logits accepted by the check
 
 
@@ -31,30 +32,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("checkpoint", help="Lightning .ckpt, official .pyth or HF checkpoint")
     parser.add_argument("--format", default="onnx", help=f"{' or '.join(FORMATS)} (.pt2)")
     parser.add_argument("--out", required=True, help="file to write (.onnx / .pt2)")
-    parser.add_argument(
-        "--preset", help=f"model shape if the checkpoint has none: {', '.join(PRESETS)}"
-    )
-    parser.add_argument("--model-config", help="YAML of TimeSformer arguments (instead)")
-    parser.add_argument("--num-frames", type=int, help="frames per clip (model's time_embed)")
-    parser.add_argument("--img-size", type=int, help="frame side in pixels (model's pos_embed)")
+    add_model_source(parser)
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     args = parser.parse_args(argv)
     try:
-        path, model, settings = export_checkpoint(
-            args.checkpoint, args.out, args.format, args.preset, args.num_frames, args.img_size,
-            args.opset, args.model_config,
+        source = model_source(args)
+        path, model, record = export_checkpoint(
+            args.checkpoint, args.out, args.format, source["preset"], source["num_frames"],
+            source["img_size"], args.opset, source["model_config"], source["attention_type"],
         )  # fmt: skip
         diff = None
         if args.format == "onnx" and not args.no_check:
             diff = onnx_max_difference(path, model)
     except (FileNotFoundError, ValueError) as err:  # ExportError, CheckpointError, presets
-        hint = HINT if isinstance(err, CheckpointError) and "shape" in str(err) else ""
+        hint = HINT if isinstance(err, CheckpointError) and "shapes differ" in str(err) else ""
         print(f"tsf export: {one_line(err)}{hint}", file=sys.stderr)
         return 2
     size = path.stat().st_size / 2**20
     print(f"wrote {path} ({args.format}, {size:.1f} MiB, {model.attention_type}): "
-          f"{metadata_summary(export_metadata(model, settings))}")  # fmt: skip
+          f"{metadata_summary(export_metadata(model, record))}")  # fmt: skip
     if diff is not None:
         verdict = "ok" if diff <= TOLERANCE else f"MORE than {TOLERANCE:g}"
         print(f"onnxruntime vs torch at batch 1 and 2: max |difference| {diff:.2g} ({verdict})")

@@ -2,11 +2,13 @@
 a trained model on video files. The work is done by :class:`lightning_tsf.predictor.Predictor`;
 these commands parse options, print and write files.
 
-Each video is decoded into the evaluation views (``--num-temporal-views`` clips x
-``--num-spatial-crops`` crops); predictions average the views' softmax, features average the
-views' cls features. A video that cannot be decoded gets one ``error: ...`` line on stderr and
-the others still run; the exit status is 1 when any video failed. A bad option or checkpoint
-gets one ``tsf <command>: error: ...`` line and exit status 2.
+Each video is decoded into the evaluation views of the checkpoint's input record (the views
+``tsf test`` scores; ``--num-temporal-views``/``--num-spatial-crops``/``--test-short-side``
+change them); predictions average the views' softmax, features average the views' cls
+features. A video that cannot be decoded gets one ``cannot decode PATH: reason`` line on stderr
+and the others still run; the exit status is 1 when any video failed. A bad option or
+checkpoint, or inputs that name no video, get one ``tsf <command>: error: ...`` line and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -19,37 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_tsf.commands.options import add_model_source, add_view_options, model_source
 from lightning_tsf.data.annotations import read_class_names
-from lightning_tsf.data.decode import BACKENDS
-from lightning_tsf.data.sampling import SAMPLERS
+from lightning_tsf.data.inputs import VIEW_OPTIONS
 from lightning_tsf.inference import collect_videos, error_line
-from lightning_tsf.models import BLOCKS
 from lightning_tsf.models.checkpoint import CheckpointError
 from lightning_tsf.predictor import Predictor, VideoError, numbered_name, write_predictions
 from lightning_tsf.viz.plots import plot_tsne, tsne_embed
-
-VIEW_OPTIONS = ("num_frames", "sampling_rate", "sampler", "crop_size", "num_spatial_crops",
-                "num_temporal_views", "backend")  # fmt: skip
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the file commands: inputs, model source and view settings."""
     parser.add_argument("inputs", nargs="+", help="video files, folders or annotation files")
-    parser.add_argument("--checkpoint", required=True, help="Lightning/official/HF checkpoint")
-    parser.add_argument("--preset", help="model preset, when the checkpoint has no config")
-    parser.add_argument("--model-config", help="YAML of TimeSformer arguments")
-    parser.add_argument("--attention-type", choices=list(BLOCKS), help="override the scheme")
+    parser.add_argument("--checkpoint", required=True,
+                        help="Lightning .ckpt, official .pyth, HF file or zoo:NAME")  # fmt: skip
     parser.add_argument("--class-names", help="class-name file (one per line, or JSON)")
-    parser.add_argument("--num-frames", type=int, help="frames per clip (default: checkpoint)")
-    parser.add_argument("--sampling-rate", type=int, help="frame stride of dense clips")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="clip sampler")
-    parser.add_argument("--crop-size", type=int, help="crop size (default: model img_size)")
-    parser.add_argument("--num-spatial-crops", type=int, default=1, choices=(1, 3))
-    parser.add_argument("--num-temporal-views", type=int, default=1)
-    parser.add_argument("--backend", choices=BACKENDS, help="decoder (default: checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_source(parser)
+    add_view_options(parser)
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
@@ -57,12 +48,11 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
     return Predictor.from_checkpoint(
         args.checkpoint,
         args.device,
-        preset=args.preset,
-        model_config=args.model_config,
-        attention_type=args.attention_type,
         class_names=read_class_names(args.class_names) if args.class_names else None,
         batch_size=args.batch_size,
         progress=False if args.no_progress else None,
+        backend=args.backend,
+        **model_source(args),
         **{k: getattr(args, k) for k in VIEW_OPTIONS},
     )
 
@@ -74,8 +64,10 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def _start(prog: str, args: argparse.Namespace) -> Predictor | None:
-    """The predictor, or None after a one-line error (a bad checkpoint, file or option)."""
+    """The predictor, or None after a one-line error (inputs that name no video, a bad
+    checkpoint, file or option)."""
     try:
+        collect_videos(args.inputs)  # nothing to do is an error, found before the model loads
         return predictor_from_args(args)
     except (FileNotFoundError, CheckpointError, ValueError, OSError) as err:
         print(f"tsf {prog}: error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -25,7 +25,9 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
+from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.models import CheckpointError, zoo
+from lightning_tsf.models.checkpoint import read_checkpoint
 from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
 from lightning_tsf.train.module import VideoClassifier
 
@@ -146,6 +148,32 @@ class TSFCLI(LightningCLI):
             kwargs["ckpt_path"] = str(found) if found else None
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
+
+    def _evaluate_as_checkpoint(self, subcommand: str) -> None:
+        """``test``/``validate``/``predict`` of a checkpoint: the data's evaluation views are
+        the checkpoint's input record (options the config sets still win), and each value
+        that differs from the config's is said on stderr."""
+        ckpt = self.config_init[subcommand].get("ckpt_path")
+        if not ckpt or not Path(str(ckpt)).is_file() or not isinstance(
+            self.datamodule, VideoDataModule
+        ):
+            return
+        record = read_checkpoint(str(ckpt)).get("input_config")
+        if not isinstance(record, dict):
+            return
+        for line in self.datamodule.evaluate_as(InputConfig.from_dict(record, f"{ckpt}")):
+            print(f"tsf: from the checkpoint's input record: {line}", file=sys.stderr)
+        print(f"tsf: evaluating with {self.datamodule.input_config.describe()} (the checkpoint's "
+              "input record)", file=sys.stderr)  # fmt: skip
+
+    def before_test(self) -> None:
+        self._evaluate_as_checkpoint("test")
+
+    def before_validate(self) -> None:
+        self._evaluate_as_checkpoint("validate")
+
+    def before_predict(self) -> None:
+        self._evaluate_as_checkpoint("predict")
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad

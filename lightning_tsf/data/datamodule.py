@@ -12,6 +12,7 @@ missing path.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -30,9 +31,9 @@ from lightning_tsf.data.annotations import (
 )
 from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
+from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
-from lightning_tsf.data.views import ViewSpec
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -56,13 +57,16 @@ class VideoDataModule(pl.LightningDataModule):
         crop_size, train_scale: training short-side jitter range and crop size.
         inverse_uniform_scale: draw the training short side as ``1 / uniform(1/max, 1/min)``
             (official SSv2); None = on for ssv2, off otherwise.
-        test_short_side: short side of evaluation clips before cropping; None = the official
-            protocol: ``crop_size`` with 3 crops (and always for ssv2), ``train_scale[0]``
-            with 1 crop (Kinetics: short side 256, centre crop 224).
+        test_short_side: short side of evaluation clips before cropping; None = as the
+            checkpoint under test says, else the official protocol: ``crop_size`` with 3 crops
+            (and always for ssv2), ``train_scale[0]`` with 1 crop (Kinetics: short side 256,
+            centre crop 224). Resolved once in :func:`~.inputs.resolve_input_config`.
         horizontal_flip: None = on for kinetics/folder, off for ssv2 (left/right is in labels).
         mean, std: per-channel normalisation of [0, 1] pixels, applied by the model on the
             device (batches hold uint8 clips); the CLI links them into the model.
-        num_spatial_crops (1 or 3), num_temporal_views: evaluation views per video.
+        num_spatial_crops (1 or 3), num_temporal_views: evaluation views per video; None = as
+            the checkpoint under test says (``tsf test``/``predict``/``validate --ckpt_path``),
+            else 3 crops x 1 clip, the paper's test protocol.
         batch_size: clips per GPU/process (evaluation: rounded down to whole temporal clips,
             see :meth:`eval_batch_size`).
         num_workers: DataLoader workers per process; None = the process's share of the cores
@@ -98,8 +102,8 @@ class VideoDataModule(pl.LightningDataModule):
         horizontal_flip: bool | None = None,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
-        num_spatial_crops: int = 3,
-        num_temporal_views: int = 1,
+        num_spatial_crops: int | None = None,
+        num_temporal_views: int | None = None,
         batch_size: int = 8,
         num_workers: int | None = None,
         pin_memory: bool = True,
@@ -124,30 +128,13 @@ class VideoDataModule(pl.LightningDataModule):
         }
         self.splits["predict"] = predict_split or self.splits["test"]
         self.class_names_file = class_names_file or DEFAULT_CLASS_FILES[format]
-        self.sampler = sampler or ("segment" if format == "ssv2" else "dense")
         self.horizontal_flip = format != "ssv2" if horizontal_flip is None else horizontal_flip
         ssv2 = format == "ssv2"
         self.inverse_uniform_scale = (
             ssv2 if inverse_uniform_scale is None else inverse_uniform_scale
         )
-        if test_short_side is None:
-            one_crop = num_spatial_crops == 1 and not ssv2
-            test_short_side = int(train_scale[0]) if one_crop else crop_size
         self.batch_size = batch_size
         self.mean, self.std = tuple(mean), tuple(std)
-        # How clips and evaluation views are cut (shared with inference on files); checks the
-        # sampler, backend and crop count now, not when the first loader is built.
-        self.view_spec = ViewSpec(
-            sampler=self.sampler,
-            num_frames=num_frames,
-            sampling_rate=sampling_rate,
-            crop_size=crop_size,
-            num_spatial_crops=num_spatial_crops,
-            num_temporal_views=num_temporal_views,
-            backend=backend,
-            decode_short_side=decode_short_side,
-            test_short_side=test_short_side,
-        )
         if format != "folder":
             for stage in ("train", "val"):
                 require(self.data_root / self.splits[stage], f"{stage} annotation file")
@@ -155,6 +142,15 @@ class VideoDataModule(pl.LightningDataModule):
             format, self.data_root, self.class_names_file, self.splits["train"]
         )
         self.num_classes: int = len(self.class_names)
+        # What a model trained on this data expects (saved in its checkpoints), resolved once;
+        # checks the sampler and crop count now, not when the first loader is built.
+        self.input_config = resolve_input_config(
+            format, sampler=sampler, num_frames=num_frames, sampling_rate=sampling_rate,
+            crop_size=crop_size, train_scale=train_scale, test_short_side=test_short_side,
+            num_spatial_crops=num_spatial_crops, num_temporal_views=num_temporal_views,
+            mean=mean, std=std, class_names=self.class_names,
+        )  # fmt: skip
+        self.view_spec = self.input_config.view_spec(backend, decode_short_side)
         # Read the training and validation annotations now (no video is opened): a bad line
         # stops the run here, naming file and line, not after the Trainer started.
         self._records = {stage: self.records(stage) for stage in ("train", "val")}
@@ -179,6 +175,26 @@ class VideoDataModule(pl.LightningDataModule):
             where = self.data_root / hp.video_dir if self.format == "folder" else self.data_root
             raise AnnotationError(f"{stage} split {where / self.splits[stage]} lists no videos")
         return records
+
+    def evaluate_as(self, record: InputConfig) -> list[str]:
+        """Evaluate (test, validate, predict) with the views a checkpoint's input record says.
+
+        Evaluation options this config sets (``num_spatial_crops``, ``num_temporal_views``,
+        ``test_short_side``) still win; what describes the model (sampler, frames, rate, crop,
+        mean, std) is taken from the record. Returns one line per value that differs from
+        this config's, for the caller to show (nothing is changed silently)."""
+        hp = self.hparams
+        given = {k: hp[k] for k in VIEW_OPTIONS if hp.get(k) is not None}
+        config = record.with_views(**given)
+        if self.class_names and len(self.class_names) == len(config.class_names):
+            config = replace(config, class_names=tuple(self.class_names))
+        notes = [f"data.{d}" for d in self.input_config.differences(config)
+                 if not d.startswith(("scheme", "preset", "one_crop"))]  # fmt: skip
+        self.input_config = config
+        self.view_spec = config.view_spec(self.view_spec.backend, hp.decode_short_side)
+        for stage in ("val", "test", "predict"):
+            self.datasets.pop(stage, None)
+        return notes
 
     def protocol(self) -> dict[str, str]:
         """How clips are cut in training, validation and test, in words (logged with the

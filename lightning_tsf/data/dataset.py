@@ -37,6 +37,8 @@ class VideoSample(TypedDict):
     valid: bool  # False when the video could not be decoded (evaluation)
     path: str
     retries: int  # broken videos skipped to produce this sample (training)
+    num_views: int  # views of this video in the split (1 in training)
+    error: str  # why the video could not be decoded ("" when valid)
 
 
 class VideoBatch(TypedDict):
@@ -49,13 +51,21 @@ class VideoBatch(TypedDict):
     valid: torch.Tensor  # bool (B,)
     path: list[str]
     retries: torch.Tensor  # long (B,)
+    num_views: torch.Tensor  # long (B,)
+    error: list[str]
+
+
+def decode_error_line(err: VideoDecodeError) -> str:
+    """The one wording of an unreadable video: ``cannot decode PATH: first line of reason``."""
+    reason = err.reason.splitlines()[0] if err.reason else "unknown reason"
+    return f"cannot decode {err.path}: {reason}"
 
 
 def log_failure(err: VideoDecodeError) -> None:
     """Log a broken video once per process."""
     if err.path not in _logged_failures:
         _logged_failures.add(err.path)
-        log.warning("unreadable video %s (%s)", err.path, err.reason)
+        log.warning("%s", decode_error_line(err))
 
 
 class VideoDataset(Dataset):
@@ -100,7 +110,12 @@ class VideoDataset(Dataset):
         return self.num_videos * self.num_views
 
     def _sample(
-        self, video_index: int, view: int, retries: int, valid: bool, clip: torch.Tensor
+        self,
+        video_index: int,
+        view: int,
+        retries: int,
+        clip: torch.Tensor,
+        error: str = "",
     ) -> VideoSample:
         record = self.records[video_index]
         return VideoSample(
@@ -108,9 +123,11 @@ class VideoDataset(Dataset):
             label=record.label,
             video_index=video_index,
             view_index=view,
-            valid=valid,
+            valid=not error,
             path=record.path,
             retries=retries,
+            num_views=self.num_views,
+            error=error,
         )
 
     def __getitem__(self, index: int | tuple[int, int]) -> VideoSample:
@@ -132,7 +149,7 @@ class VideoDataset(Dataset):
             path = self.records[video_index].path
             try:
                 frames = decode_clip(path, self.spec, train=True, rng=rng)
-                return self._sample(video_index, 0, len(failed), True, self.transform(frames, rng))
+                return self._sample(video_index, 0, len(failed), self.transform(frames, rng))
             except VideoDecodeError as err:
                 log_failure(err)
                 failed.append(path)
@@ -149,14 +166,13 @@ class VideoDataset(Dataset):
         path = self.records[video_index].path
         try:
             resized = self._temporal_view(path, temporal)
-            clip = to_clip(spatial_view(resized, self.spec, spatial))
-            valid = True
+            return self._sample(video_index, view, 0, to_clip(spatial_view(resized, self.spec,
+                                                                           spatial)))
         except VideoDecodeError as err:
             log_failure(err)
             c = self.spec.crop_size
             clip = torch.zeros((3, self.spec.num_frames, c, c), dtype=torch.uint8)
-            valid = False
-        return self._sample(video_index, view, 0, valid, clip)
+            return self._sample(video_index, view, 0, clip, decode_error_line(err))
 
     def _temporal_view(self, path: str, temporal: int) -> torch.Tensor:
         """The spatial crops of one temporal clip share a decode: views come in order."""

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav")
 
 
 class VideoDecodeError(RuntimeError):
@@ -295,7 +295,7 @@ def keyframe_interval(metadata: dict[str, str]) -> int | None:
 
 def make_reader(path: str, backend: str = "decord", short_side: int | None = None) -> VideoReader:
     """Create an (unopened) reader for ``path`` with the named backend."""
-    if backend == "decord":
+    if backend in ("decord", "auto"):
         return DecordReader(path, short_side)
     if backend == "pyav":
         return PyAVReader(path, short_side)

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,59 @@ def convert_hf_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def detect_scheme(state: Mapping[str, Tensor]) -> str | None:
+    """The attention scheme a state dict's keys tell (official names, any wrapper prefix):
+    ``local_attn`` sparse local-global, ``width_attn`` axial, ``temporal_attn`` divided,
+    ``time_embed`` alone joint, neither space-only; None for a state dict with no blocks."""
+    parts = [re.search(r"(?:^|\.)blocks\.\d+\.([^.]+)", k) for k in state]
+    names = {m.group(1) for m in parts if m} | {"time_embed" for k in state
+                                                if k.endswith("time_embed")}  # fmt: skip
+    if not any(parts):
+        return None
+    for marker, scheme in (("local_attn", "sparse_local_global"), ("width_attn", "axial"),
+                           ("temporal_attn", "divided_space_time")):  # fmt: skip
+        if marker in names:
+            return scheme
+    return "joint_space_time" if "time_embed" in names else "space_only"
+
+
+def infer_net_config(state: Mapping[str, Tensor]) -> dict[str, Any] | None:
+    """TimeSformer arguments read off an official/HF/plain state dict's tensors: scheme,
+    patch size, width, depth, image size (patch grid), frames (``time_embed``), and the heads
+    of the preset of those sizes. None when they match no preset (heads cannot be read)."""
+    if any(k.removeprefix("timesformer.").startswith(("embeddings.", "encoder.")) for k in state):
+        state = convert_hf_state_dict(state)
+    state = _strip_prefixes(state, {"pos_embed", "cls_token"})
+    proj, pos = state.get("patch_embed.proj.weight"), state.get("pos_embed")
+    if not isinstance(proj, Tensor) or not isinstance(pos, Tensor):
+        return None
+    from lightning_tsf.models.presets import PRESETS
+
+    patch, dim = int(proj.shape[-1]), int(proj.shape[0])
+    grid = int(round((pos.shape[1] - 1) ** 0.5))
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    config: dict[str, Any] = {"patch_size": patch, "embed_dim": dim, "depth": depth,
+                              "img_size": grid * patch,
+                              "attention_type": detect_scheme(state) or "divided_space_time"}
+    if isinstance(state.get("time_embed"), Tensor):
+        config["num_frames"] = int(state["time_embed"].shape[1])
+    for sizes in PRESETS.values():
+        if (sizes["patch_size"], sizes["embed_dim"], sizes["depth"]) == (patch, dim, depth):
+            return {"num_frames": sizes["num_frames"], "num_heads": sizes["num_heads"], **config}
+    return None
+
+
+def _dims(t: Tensor) -> str:
+    """A shape as ``1x197x768``."""
+    return "x".join(map(str, t.shape))
+
+
+def _shown(items: list[str], most: int = 4) -> str:
+    """The first ``most`` items, then how many more: one readable line."""
+    more = f" (+{len(items) - most} more)" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
 def _strip_prefixes(state: Mapping[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
     """Remove wrapper prefixes (``model.``, ``net.``, ``module.``, ...) where all keys have one."""
     state = dict(state)
@@ -269,19 +323,25 @@ def load_checkpoint(
     report.missing = sorted(k for k in target if k not in state)
     report.unexpected = sorted(k for k in state if k not in target)
     mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        f"{k} {_dims(v)} vs model {_dims(target[k])}"
         for k, v in state.items()
         if k in target and v.shape != target[k].shape
     ]
-    if mismatched:
-        raise CheckpointError(f"{kind} checkpoint: shape mismatch:\n  " + "\n  ".join(mismatched))
     unexplained = [k for k in report.missing if k not in allowed_missing]
-    if strict and (unexplained or report.unexpected):
+    if mismatched or (strict and (unexplained or report.unexpected)):
+        parts = [f"shapes differ: {_shown(mismatched)}"] if mismatched else []
+        if strict and unexplained:
+            parts.append(f"missing from the checkpoint: {_shown(unexplained)}")
+        if strict and report.unexpected:
+            parts.append(f"unknown to the model: {_shown(report.unexpected)}")
+        told = detect_scheme(state)
+        hint = ""
+        if told and told != model.attention_type:
+            hint = f"; its keys say attention_type={told!r}"
         raise CheckpointError(
-            f"{kind} checkpoint does not fit the model "
-            f"(attention_type={model.attention_type!r}, depth={len(model.blocks)}):\n"
-            f"  missing from checkpoint: {unexplained or 'none'}\n"
-            f"  unknown to the model: {report.unexpected or 'none'}"
+            f"{kind} checkpoint does not fit the model (attention_type="
+            f"{model.attention_type!r}, depth {len(model.blocks)}, {model.num_frames} frames, "
+            f"{model.img_size} px): " + "; ".join(parts) + hint
         )
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
     return report

@@ -32,3 +32,17 @@ def create_model(name: str, **overrides: Any) -> TimeSformer:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     return TimeSformer(**{**PRESETS[name], **overrides})
+
+
+def preset_of(model: TimeSformer) -> str | None:
+    """The name of the preset whose sizes ``model`` has (frames and scheme aside), or None."""
+    have = {"img_size": model.img_size, "patch_size": model.patch_size,
+            "embed_dim": model.embed_dim, "depth": len(model.blocks),
+            "num_heads": model.blocks[0].attn.num_heads}  # fmt: skip
+    for name, sizes in PRESETS.items():
+        if all(sizes[k] == v for k, v in have.items()) and sizes["num_frames"] == model.num_frames:
+            return name
+    for name, sizes in PRESETS.items():
+        if all(sizes[k] == v for k, v in have.items()):
+            return name
+    return None

@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_tsf.data.inputs import InputConfig, official_input_config
 from lightning_tsf.models.checkpoint import (
     CheckpointError,
     checkpoint_state,
@@ -54,6 +55,14 @@ class ZooEntry:
     @property
     def frames_x_size(self) -> str:
         return f"{self.num_frames}x{PRESETS[self.preset]['img_size']}"
+
+    @property
+    def input_config(self) -> InputConfig:
+        """The official test record of this checkpoint (Kinetics: dense clips from frame 0,
+        3 crops at short side = crop; SSv2: segments, 3 crops)."""
+        return official_input_config(self.dataset, self.num_frames,
+                                     PRESETS[self.preset]["img_size"], scheme=self.scheme,
+                                     preset=self.preset)  # fmt: skip
 
 
 def _official(name: str, file_id: str, file: str, dataset: str, preset: str, frames: int,

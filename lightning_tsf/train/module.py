@@ -9,6 +9,7 @@ video counts once under DDP. Predict: top-k classes with probabilities per video
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,9 +21,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
+from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import average_views
+from lightning_tsf.data.views import VideoScores, ViewAccumulator
+from lightning_tsf.inference import predictions
 from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
+from lightning_tsf.models.presets import preset_of
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -111,9 +115,31 @@ class VideoClassifier(pl.LightningModule):
         )
         self.val_loss = MeanMetric()  # a metric object: every rank logs it, even with no clip
         self.lr_scale = 1.0  # set by GlobalBatchSize(scale_lr=True) when it scales the lr
-        self._eval: dict[str, list] = {}
-        self._pending: dict[int, dict[str, Any]] = {}
+        # What the model expects as input: resolved once when training starts (from the data
+        # and the backbone), saved in every checkpoint, read back from one (InputConfig).
+        self.input_config: InputConfig | None = None
+        self._views = ViewAccumulator()  # test and predict: view scores until a video is whole
         self.test_results: dict[str, Any] = {}
+
+    def setup(self, stage: str) -> None:
+        """Resolve the input record when training starts: the data's (views, normalisation,
+        classes) with the backbone's scheme and preset. A record read from a checkpoint
+        (resume, test) is kept as saved."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.input_config is None and isinstance(datamodule,
+                                                                       VideoDataModule):
+            self.input_config = replace(datamodule.input_config, scheme=self.net.attention_type,
+                                        preset=preset_of(self.net))  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every checkpoint carries the input record (``checkpoint["input_config"]``)."""
+        if self.input_config is not None:
+            checkpoint["input_config"] = self.input_config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The record as saved (a checkpoint from before records has none: kept as is)."""
+        if isinstance(checkpoint.get("input_config"), dict):
+            self.input_config = InputConfig.from_dict(checkpoint["input_config"])
 
     def configure_model(self) -> None:
         """Compile the backbone when asked (:meth:`TimeSformer.compile_model`)."""
@@ -127,7 +153,10 @@ class VideoClassifier(pl.LightningModule):
     def on_after_batch_transfer(self, batch: VideoBatch, dataloader_idx: int) -> VideoBatch:
         """uint8 clips become normalised float32 here, on the device (4x less to transfer)."""
         if batch["video"].dtype == torch.uint8:
-            batch["video"] = normalize_video(batch["video"], self.hparams.mean, self.hparams.std)
+            record = self.input_config
+            mean, std = (record.mean, record.std) if record else (self.hparams.mean,
+                                                                  self.hparams.std)
+            batch["video"] = normalize_video(batch["video"], mean, std)
         return batch
 
     # ---------------------------------------------------------------- training / validation
@@ -194,98 +223,80 @@ class VideoClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------- multi-view test
     def on_test_epoch_start(self) -> None:
-        self._eval = {"key": [], "label": [], "probs": [], "failed": []}
+        self._views = ViewAccumulator()
+
+    def _add_views(self, batch: VideoBatch) -> None:
+        """Softmax of the batch's decodable views into the per-video accumulator."""
+        valid = torch.as_tensor(batch["valid"]).bool()
+        probs = self(batch["video"][valid.to(self.device)]).float().softmax(-1)
+        self._views.add(batch["video_index"], batch["label"], batch["path"], valid,
+                        batch.get("error"), probs=probs)  # fmt: skip
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
-        """Collect per-view softmax; views that failed to decode are only recorded by path."""
-        valid = torch.as_tensor(batch["valid"]).bool().cpu()
-        self._eval["failed"] += [p for p, ok in zip(batch["path"], valid.tolist()) if not ok]
-        if not valid.any():
-            return
-        probs = self(batch["video"][valid.to(self.device)]).float().softmax(-1).cpu()
-        key = torch.stack([batch["video_index"].cpu(), batch["view_index"].cpu()], 1)
-        self._eval["key"].append(key[valid])
-        self._eval["label"].append(batch["label"].cpu()[valid])
-        self._eval["probs"].append(probs)
+        """Collect per-view softmax; unreadable videos are recorded with their reason."""
+        self._add_views(batch)
 
     def on_test_epoch_end(self) -> None:
         """Average views per video over all ranks, log ``test/acc1``/``test/acc5`` per video."""
-        parts = {k: torch.cat(v) if k != "failed" and v else v for k, v in self._eval.items()}
-        gathered = [parts]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, parts)
-        failed = sorted({p for g in gathered for p in g["failed"]})
-        rows = [g for g in gathered if len(g["key"])]
-        classes = self.net.num_classes
-        key = torch.cat([g["key"] for g in rows] or [torch.zeros(0, 2, dtype=torch.long)])
-        label = torch.cat([g["label"] for g in rows] or [torch.zeros(0, dtype=torch.long)])
-        probs = torch.cat([g["probs"] for g in rows] or [torch.zeros(0, classes)])
-        key, first = _unique_rows(key)  # a view seen twice (sampler padding) counts once
-        label, probs = label[first], probs[first]
-        videos, mean = average_views(key[:, 0], probs)
-        video_label = torch.zeros(len(videos), dtype=torch.long)
-        video_label[torch.searchsorted(videos, key[:, 0].contiguous())] = label
-        topk = mean.topk(min(5, mean.shape[1]), dim=1).indices
-        hits = topk == video_label.unsqueeze(1)
+            states: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, self._views.state())
+            self._views = ViewAccumulator()
+            self._views.merge(states)
+        scores = self._views.result()
+        videos, failed = len(scores), sorted(scores.errors)
+        if videos:
+            probs = scores.rows["probs"]
+            topk = probs.topk(min(5, probs.shape[1]), dim=1).indices
+            hits = topk == scores.labels.unsqueeze(1)
         dataset = getattr(self.trainer.test_dataloaders, "dataset", None)
-        total = getattr(dataset, "num_videos", len(videos) + len(failed))
+        total = getattr(dataset, "num_videos", videos + len(failed))
         datamodule = self.trainer.datamodule
         protocol = datamodule.protocol()["test"] if isinstance(datamodule, VideoDataModule) else ""
         none = float("nan")  # no video could be decoded: no accuracy to report
         self.test_results = {
             "protocol": protocol,
-            "acc1": hits[:, 0].float().mean().item() if len(videos) else none,
-            "acc5": hits.any(1).float().mean().item() if len(videos) else none,
-            "videos": len(videos),
+            "acc1": hits[:, 0].float().mean().item() if videos else none,
+            "acc5": hits.any(1).float().mean().item() if videos else none,
+            "videos": videos,
             "total_videos": total,
             "failed": failed,
             "summary": eval_summary(total, failed),
-            "video_index": videos,  # (V,) index of each evaluated video in the split
-            "probs": mean,  # (V, K) softmax averaged over the video's views
+            "video_index": scores.video_index,  # (V,) index of each evaluated video in the split
+            "probs": scores.rows.get("probs", torch.zeros(0, self.net.num_classes)),  # (V, K)
         }
         for name in ("acc1", "acc5", "videos"):
             self.log(f"test/{name}", float(self.test_results[name]), rank_zero_only=True)
         if self.trainer.is_global_zero:
             log.warning("test: %s; %s", self.test_results["summary"], protocol or "")
-            if len(videos) + len(failed) != total:
-                log.warning("test saw %d of %d videos", len(videos) + len(failed), total)
+            if videos + len(failed) != total:
+                log.warning("test saw %d of %d videos", videos + len(failed), total)
 
     # ---------------------------------------------------------------- predict
+    def on_predict_epoch_start(self) -> None:
+        self._views = ViewAccumulator()
+
     def predict_step(self, batch: VideoBatch, batch_idx: int) -> list[dict[str, Any]]:
-        """Per-video top-k classes and probabilities, emitted when all views of a video are in.
-
-        Views of a video arrive consecutively (the eval sampler keeps them on one rank).
-        """
-        dataset = getattr(self.trainer.predict_dataloaders, "dataset", None)
-        num_views = getattr(dataset, "num_views", 1)
-        probs = self(batch["video"]).float().softmax(-1).cpu()
-        valid = torch.as_tensor(batch.get("valid", True)).bool().expand(len(probs)).tolist()
-        done = []
-        for i, vid in enumerate(batch["video_index"].tolist()):
-            entry = self._pending.setdefault(vid, {"probs": [], "seen": 0})
-            entry["path"] = batch["path"][i]
-            entry["seen"] += 1
-            if valid[i]:
-                entry["probs"].append(probs[i])
-            if entry["seen"] == num_views:
-                done.append(self._prediction(vid, self._pending.pop(vid)))
+        """The prediction record (:class:`~lightning_tsf.inference.Prediction`, with its
+        ``video_index``) of each video whose views are all in; an unreadable video gets
+        ``{"path", "label", "video_index", "error"}``. Views of a video arrive consecutively
+        on one rank (the eval sampler keeps them together)."""
+        self._add_views(batch)
         batches = self.trainer.num_predict_batches
-        if batches and batch_idx + 1 == batches[0]:  # a video split over two ranks: partial
-            done += [self._prediction(v, self._pending.pop(v)) for v in list(self._pending)]
-        return done
+        if batches and batch_idx + 1 == batches[0]:  # the last batch: every video left
+            return self._prediction_rows(self._views.result())
+        done = self._views.complete(int(torch.as_tensor(batch["num_views"]).max()))
+        return self._prediction_rows(done)
 
-    def _prediction(self, video_index: int, entry: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"video_index": video_index, "path": entry["path"]}
-        if not entry["probs"]:
-            return {**out, "error": "unreadable video"}
-        probs = torch.stack(entry["probs"])
-        mean = average_views(torch.zeros(len(probs), dtype=torch.long), probs)[1][0]
-        p, idx = mean.topk(min(self.hparams.top_k, len(mean)))
-        names = self.hparams.class_names
-        out["classes"] = [names[i] if names else i for i in idx.tolist()]
-        out["probs"] = [round(float(x), 6) for x in p]
-        return out
+    def _prediction_rows(self, scores: VideoScores) -> list[dict[str, Any]]:
+        names = self.hparams.class_names or (self.input_config.class_names
+                                             if self.input_config else [])  # fmt: skip
+        rows = [
+            {**p.to_dict(), "video_index": v}
+            for p, v in zip(predictions(scores, self.hparams.top_k, names),
+                            scores.video_index.tolist())  # fmt: skip
+        ]
+        return rows + [{"path": path, "error": error} for path, error in scores.errors.items()]
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
@@ -316,13 +327,3 @@ class VideoClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
-
-
-def _unique_rows(key: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique rows of an integer ``(N, 2)`` tensor and the index of each one's first occurrence."""
-    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-    order = torch.arange(len(key))
-    first = torch.full((len(uniq),), len(key), dtype=torch.long).scatter_reduce_(
-        0, inverse, order, reduce="amin"
-    )
-    return uniq, first

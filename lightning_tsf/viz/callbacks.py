@@ -8,14 +8,16 @@ writes files under ``<log_dir>/viz/epoch_NNN/``. Add or drop each one in the YAM
 (``trainer.callbacks``); ``every_n_epochs`` thins them out.
 
 The t-SNE, confusion and table callbacks share one extra forward pass per validation batch
-(``forward_features`` + head, cached per batch), whichever of them are enabled.
+(``forward_features`` + head), whichever of them are enabled: the first of them in
+``trainer.callbacks`` collects per-video outputs (a ``ViewAccumulator``) and the others read
+them from it. Normalisation and class names are the module's input record
+(``pl_module.input_config``), as saved in its checkpoints.
 """
 
 from __future__ import annotations
 
 import csv
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,8 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import clip_frame_indices
-from lightning_tsf.inference import VideoOutputs
+from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices
+from lightning_tsf.inference import add_batch, outputs_dict
 from lightning_tsf.viz.heatmap import render_heatmaps, save_png
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
 
@@ -41,8 +43,9 @@ def _out_dir(trainer: pl.Trainer) -> Path:
 
 
 def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str] | None:
-    names = getattr(pl_module, "hparams", {}).get("class_names")
-    return names or getattr(trainer.datamodule, "class_names", None)
+    record = getattr(pl_module, "input_config", None)
+    names = list(record.class_names) if record is not None else []
+    return names or getattr(pl_module, "hparams", {}).get("class_names") or None
 
 
 def _val_dataset(trainer: pl.Trainer):
@@ -57,16 +60,13 @@ def _dataset_items(dataset, indices: list[int]) -> list[dict]:
         return [dataset[i] for i in indices]
 
 
-def _norm_stats(trainer: pl.Trainer) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    datamodule = trainer.datamodule
-    return getattr(datamodule, "mean", DEFAULT_MEAN), getattr(datamodule, "std", DEFAULT_STD)
-
-
-# Per trainer: (epoch key, batches seen, outputs) of the current validation epoch, shared by
-# the callbacks that need per-video outputs so the extra forward pass runs once per batch.
-_SHARED: weakref.WeakKeyDictionary[pl.Trainer, tuple[tuple[int, int], set, VideoOutputs]] = (
-    weakref.WeakKeyDictionary()
-)
+def _norm_stats(pl_module: pl.LightningModule) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the module's input record (else its hyper-parameters)."""
+    record = getattr(pl_module, "input_config", None)
+    if record is not None:
+        return record.mean, record.std
+    hp = getattr(pl_module, "hparams", {})
+    return tuple(hp.get("mean", DEFAULT_MEAN)), tuple(hp.get("std", DEFAULT_STD))
 
 
 class _VizCallback(pl.Callback):
@@ -76,6 +76,8 @@ class _VizCallback(pl.Callback):
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         self.every_n_epochs = max(1, every_n_epochs)
+        self.views = ViewAccumulator()  # this epoch's outputs, when this one is the collector
+        self.epoch_outputs: dict[str, Any] | None = None
 
     def active(self, trainer: pl.Trainer) -> bool:
         """True on validation epochs that should be logged: every ``every_n_epochs``-th and the
@@ -96,33 +98,34 @@ class _VizCallback(pl.Callback):
         else:
             save_png(image, _out_dir(trainer) / f"{key.replace('/', '_')}.png")
 
+    def _collector(self, trainer: pl.Trainer) -> _VizCallback:
+        """The first outputs-using callback of the trainer: it collects for all of them."""
+        return next(c for c in trainer.callbacks if isinstance(c, _VizCallback) and c.uses_outputs)
+
+    def _collecting(self, trainer: pl.Trainer) -> bool:
+        """This callback collects this epoch: it is the collector and any reader is active."""
+        if not self.uses_outputs or self._collector(trainer) is not self:
+            return False
+        readers = [c for c in trainer.callbacks if isinstance(c, _VizCallback) and c.uses_outputs]
+        return any(c.active(trainer) for c in readers)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._collecting(trainer):
+            self.views, self.epoch_outputs = ViewAccumulator(), None
+
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if self.uses_outputs and self.active(trainer):
-            _shared_outputs(trainer, batch, batch_idx, dataloader_idx, pl_module)
+        if self._collecting(trainer):
+            with torch.no_grad():
+                add_batch(self.views, pl_module.net, batch, *_norm_stats(pl_module))
 
     def outputs(self, trainer: pl.Trainer) -> dict[str, Any] | None:
-        """This epoch's per-video outputs, or None if no batch was collected."""
-        store = _SHARED.get(trainer)
-        if store is None or store[0] != _epoch_key(trainer) or not store[2].features:
-            return None
-        return store[2].videos()
-
-
-def _epoch_key(trainer: pl.Trainer) -> tuple[int, int]:
-    return trainer.current_epoch, trainer.global_step
-
-
-def _shared_outputs(trainer, batch, batch_idx, dataloader_idx, pl_module) -> None:
-    """Run the net once per validation batch for all callbacks that need outputs."""
-    store = _SHARED.get(trainer)
-    if store is None or store[0] != _epoch_key(trainer):
-        store = (_epoch_key(trainer), set(), VideoOutputs())
-        _SHARED[trainer] = store
-    if (dataloader_idx, batch_idx) not in store[1]:
-        store[1].add((dataloader_idx, batch_idx))
-        store[2].add(pl_module.net, batch)
+        """This epoch's per-video outputs (from the collector), or None if none came in."""
+        collector = self._collector(trainer)
+        if collector.epoch_outputs is None and len(collector.views):
+            collector.epoch_outputs = outputs_dict(collector.views.result())
+        return collector.epoch_outputs
 
 
 class AttentionHeatmapCallback(_VizCallback):
@@ -144,7 +147,7 @@ class AttentionHeatmapCallback(_VizCallback):
         if not items:
             return
         clips = torch.stack([torch.as_tensor(it["video"]) for it in items])  # uint8 (B, C, T, H, W)
-        video = normalize_video(clips.to(pl_module.device), *_norm_stats(trainer))
+        video = normalize_video(clips.to(pl_module.device), *_norm_stats(pl_module))
         frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3) as the model saw them
         names = [Path(str(it.get("path", ""))).name for it in items]
         spec = getattr(dataset, "spec", None)
