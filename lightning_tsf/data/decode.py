@@ -185,9 +185,10 @@ class PyAVReader(VideoReader):
     decode order; the one before that for the leading frames of an open GOP). A file whose frames
     cannot be told apart by timestamp (missing or repeated pts) is refused. Files written by
     ``tsf prepare`` (constant rate, no B-frames, the keyframe interval in their tag, see
-    :func:`keyframe_interval`) skip the table: the pts of frame ``i`` follows from the frame
-    rate, so a sampled frame more than one interval ahead is reached by a seek, and a clip costs
-    about its own frames, not its span. Frames come back upright (:func:`upright_rgb`)."""
+    :func:`keyframe_interval`) skip the table when their header counts the frames (mp4): the pts
+    of frame ``i`` follows from the frame rate, so a sampled frame more than one interval ahead
+    is reached by a seek, and a clip costs about its own frames, not its span. Frames come back
+    upright (:func:`upright_rgb`)."""
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
@@ -213,15 +214,10 @@ class PyAVReader(VideoReader):
             fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
             tb = Fraction(stream.time_base)
             keyint = keyframe_interval(container.metadata)
-            if keyint is None:
+            if keyint is None or not stream.frames:  # Matroska headers have no frame count
                 self._meta = self._pts_table(container, fps, tb)
             else:
-                n = int(stream.frames or 0)
-                if n <= 0 and stream.duration:
-                    n = int(round(stream.duration * tb * fps))
-                if n <= 0:
-                    raise VideoDecodeError(self.path, "no frames")
-                self._meta = _Meta(n, fps, tb, int(stream.start_time or 0), keyint)
+                self._meta = _Meta(int(stream.frames), fps, tb, int(stream.start_time or 0), keyint)
         return self._meta
 
     def _pts_table(self, container, fps: Fraction, tb: Fraction) -> _Meta:
