@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from barcodes import read_barcodes, vfr_pts, write_barcode_video
+from barcodes import barcode_frame, read_barcodes, vfr_pts, write_barcode_video
 
 from lightning_tsf.data.decode import (
     AutoReader,
@@ -146,3 +146,20 @@ def test_rotated_short_side_is_the_displayed_one(rotated, backend: str) -> None:
     frames = make_reader(str(src), backend, short_side=24).get_frames([5, 20])
     assert frames.shape == (2, 32, 24, 3)
     assert read_barcodes(frames, 90) == [5, 20]
+
+
+def test_pyav_says_so_when_timestamps_cannot_place_frames(tmp_path: Path) -> None:
+    """x264 B-frames in AVI: the container has no presentation timestamps, the decoded ones
+    come out of order; PyAV refuses the file instead of guessing."""
+    path = tmp_path / "bframes.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(barcode_frame(i), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(VideoDecodeError, match="out of timestamp order"):
+        make_reader(str(path), "pyav").get_frames([0, 5, 17, 39])

@@ -278,7 +278,10 @@ class PyAVReader(VideoReader):
                 for frame in frames:
                     if frame.pts is None:
                         raise VideoDecodeError(self.path, "decoded frame without timestamp")
-                    position = meta.index(self.path, int(frame.pts))
+                    previous, position = position, meta.index(self.path, int(frame.pts))
+                    if position <= previous:
+                        raise VideoDecodeError(self.path, "decoded frames out of timestamp order "
+                                               "(B-frames in AVI?): frame positions unknown")
                     if position in wanted and position not in decoded:
                         if size is None:
                             size = scaled_size(*display_size(frame), self.short_side)
