@@ -9,7 +9,7 @@ from conftest import BROKEN_KINDS, DECODE_TOLERANCE, frame_ids, video_frames, wr
 from lightning_tsf.data.decode import VideoDecodeError, make_reader, scaled_size
 from lightning_tsf.data.encode import write_video
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -12,7 +12,7 @@ from lightning_tsf.data.decode import VideoDecodeError, make_reader
 from lightning_tsf.data.parallel import parallel_map
 
 
-def check_video(path: str, backend: str = "decord", full: bool = False) -> str | None:
+def check_video(path: str, backend: str = "auto", full: bool = False) -> str | None:
     """Return why ``path`` cannot be used, or None if it decodes.
 
     By default the first, middle and last frames are decoded (catching missing, empty,
@@ -34,7 +34,7 @@ def check_video(path: str, backend: str = "decord", full: bool = False) -> str |
 def check_videos(
     paths: Iterable[str],
     *,
-    backend: str = "decord",
+    backend: str = "auto",
     full: bool = False,
     num_workers: int = os.cpu_count() or 1,
     progress: bool = True,

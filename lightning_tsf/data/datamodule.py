@@ -76,7 +76,7 @@ class VideoDataModule(pl.LightningDataModule):
             seeded from the main process each epoch, which keeps resumed runs exact.
         prefetch_factor: batches each worker prepares ahead.
         max_decode_retries: broken videos replaced in a row before a training sample fails.
-        backend: ``"decord"`` (default) or ``"pyav"``.
+        backend: ``"auto"`` (default: PyAV on prepared files, decord elsewhere), decord, pyav.
         decode_short_side: decode sources whose short side is larger at this short side.
         multiprocessing_context: DataLoader worker start method (None = platform default).
     """
@@ -110,7 +110,7 @@ class VideoDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         prefetch_factor: int = 4,
         max_decode_retries: int = 10,
-        backend: str = "decord",
+        backend: str = "auto",
         decode_short_side: int | None = None,
         multiprocessing_context: str | None = None,
     ) -> None:

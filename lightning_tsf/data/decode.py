@@ -1,9 +1,13 @@
-"""Video decoding behind one small interface, with decord as the default backend.
+"""Video decoding behind one small interface: decord, PyAV, or ``auto`` (chosen per file).
 
 A reader is a cheap, picklable object holding only a path: the decoder itself is opened lazily on
 first use, inside whichever process uses it. A decord ``VideoReader`` created in a dataset's
 ``__init__`` hangs forked DataLoader workers and cannot be pickled for spawned ones, so datasets
 create one reader per sample in ``__getitem__``.
+
+Every reader returns frame ``i`` as the ``i``-th frame in presentation order, upright: a display
+rotation in the container (phones write one) is applied as players apply it, and ``tsf prepare``
+writes upright frames, so a prepared copy reads the same as its source.
 
 Every failure (missing, zero-byte, truncated, not a video, no video stream) is raised as
 :class:`VideoDecodeError` carrying the path, so callers handle one exception type.
@@ -19,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-BACKENDS = ("auto", "decord", "pyav")
+BACKENDS = ("auto", "decord", "pyav")  # auto: chosen per file, see AutoReader
 
 
 class VideoDecodeError(RuntimeError):
@@ -32,19 +36,18 @@ class VideoDecodeError(RuntimeError):
 
 
 def probe_size(path: str) -> tuple[int, int]:
-    """Return ``(width, height)`` of the first video stream from the header only (no decode)."""
-    import av
-
+    """Return ``(width, height)`` of the first video stream as displayed (after its display
+    rotation, as every reader returns frames). Decodes the first frame: PyAV shows the display
+    matrix on decoded frames only."""
+    container = _open_av(path)
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            ctx = container.streams.video[0].codec_context
-            return int(ctx.width), int(ctx.height)
-    except VideoDecodeError:
-        raise
+        for frame in container.decode(container.streams.video[0]):
+            return display_size(frame)
     except Exception as exc:  # av raises many error types; all mean "unreadable"
         raise VideoDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        container.close()
+    raise VideoDecodeError(path, "no frames")
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -173,11 +176,19 @@ class DecordReader(VideoReader):
 
 
 class PyAVReader(VideoReader):
-    """PyAV backend, one decoder thread. Plain files are read as the official TimeSformer does:
-    seek to the keyframe before the first sampled frame, then decode forward to the last one.
-    Files written by ``tsf prepare`` carry their keyframe interval (:func:`keyframe_interval`);
-    there, a sampled frame more than one interval ahead is reached by a seek instead of
-    decoding the frames in between, so a clip costs about its own frames, not its span."""
+    """PyAV backend, one decoder thread, exact frame identity on every file it accepts.
+
+    Frame ``i`` is the ``i``-th frame in presentation order (what decord returns too). On a plain
+    file the reader demuxes the packets once per open (no decoding) and sorts their timestamps:
+    that table gives the length, maps each decoded frame's pts to its index (variable frame rate
+    and B-frames included) and says which keyframe to seek to for a frame (the one before it in
+    decode order; the one before that for the leading frames of an open GOP). A file whose frames
+    cannot be told apart by timestamp (missing or repeated pts) is refused. Files written by
+    ``tsf prepare`` (constant rate, no B-frames, the keyframe interval in their tag, see
+    :func:`keyframe_interval`) skip the table when their header counts the frames (mp4): the pts
+    of frame ``i`` follows from the frame rate, so a sampled frame more than one interval ahead
+    is reached by a seek, and a clip costs about its own frames, not its span. Frames come back
+    upright (:func:`upright_rgb`)."""
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
@@ -185,21 +196,9 @@ class PyAVReader(VideoReader):
         self._container = None  # open from first use until close(): one open per sample
 
     def _open_container(self):
-        if self._container is not None:
-            return self._container
-        import av
-
-        _check_file(self.path)
-        try:
-            container = av.open(self.path)
-        except Exception as exc:
-            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
-        if not container.streams.video:
-            container.close()
-            raise VideoDecodeError(self.path, "no video stream")
-        container.streams.video[0].codec_context.thread_count = 1  # one core per worker
-        self._container = container
-        return container
+        if self._container is None:
+            self._container = _open_av(self.path)
+        return self._container
 
     def close(self) -> None:
         if self._container is not None:
@@ -214,16 +213,42 @@ class PyAVReader(VideoReader):
             stream = container.streams.video[0]
             fps = Fraction(stream.average_rate or stream.guessed_rate or 30)
             tb = Fraction(stream.time_base)
-            n = int(stream.frames or 0)
-            if n <= 0 and stream.duration:
-                n = int(round(stream.duration * tb * fps))
-            if n <= 0 and container.duration:
-                n = int(round(container.duration / 1_000_000 * fps))
-            if n <= 0:
-                raise VideoDecodeError(self.path, "no frames")
-            start = int(stream.start_time or 0)
-            self._meta = _Meta(n, fps, tb, start, keyframe_interval(container.metadata))
+            keyint = keyframe_interval(container.metadata)
+            if keyint is None or not stream.frames:  # Matroska headers have no frame count
+                self._meta = self._pts_table(container, fps, tb)
+            else:
+                self._meta = _Meta(int(stream.frames), fps, tb, int(stream.start_time or 0), keyint)
         return self._meta
+
+    def _pts_table(self, container, fps: Fraction, tb: Fraction) -> _Meta:
+        """Demux every packet of the video stream (no decoding) into the presentation-order
+        table of timestamps and the keyframe to seek to for each frame."""
+        stream = container.streams.video[0]
+        pts, keys = [], []  # in decode order
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            if packet.pts is None:
+                raise VideoDecodeError(self.path, "packets without timestamps: frame order unknown")
+            if packet.is_keyframe:
+                keys.append(len(pts))
+            pts.append(int(packet.pts))
+        if not pts:
+            raise VideoDecodeError(self.path, "no frames")
+        if not keys or keys[0] != 0:
+            raise VideoDecodeError(self.path, "stream does not start with a keyframe")
+        order = np.argsort(pts, kind="stable")
+        table = np.asarray(pts, dtype=np.int64)[order]
+        if len(table) > 1 and not np.all(np.diff(table) > 0):
+            raise VideoDecodeError(self.path, "repeated timestamps: frames cannot be told apart")
+        # GOP of each packet (decode order), then each frame's seek point (presentation order):
+        # its GOP's keyframe, or the one before for frames shown before their GOP's keyframe.
+        gop = np.cumsum(np.isin(np.arange(len(pts)), keys)) - 1
+        key_index = np.searchsorted(table, np.asarray(pts)[keys])  # keyframes' frame indices
+        frame_gop = gop[order]
+        leading = np.arange(len(table)) < key_index[frame_gop]
+        seek_gop = np.maximum(frame_gop - leading, 0)
+        return _Meta(len(table), fps, tb, int(table[0]), None, table, table[key_index], seek_gop)
 
     def __len__(self) -> int:
         return self._metadata(self._open_container()).frames
@@ -236,35 +261,40 @@ class PyAVReader(VideoReader):
         container = self._open_container()  # stays open for further reads until close()
         meta = self._metadata(container)
         stream = container.streams.video[0]
+        if min(indices) < 0 or max(indices) >= meta.frames:
+            raise VideoDecodeError(self.path, f"frame index out of range 0..{meta.frames - 1}")
         wanted = set(indices)
         decoded: dict[int, np.ndarray] = {}
         frames, position, size = None, -1, None  # decoder iterator, last decoded index
         for target in sorted(wanted):
-            if target <= position:
-                continue  # already passed (a frame the container skipped)
-            if frames is None or (meta.keyint and target - position > meta.keyint):
-                pts = meta.start + int(target / meta.fps / meta.time_base)
-                container.seek(pts, any_frame=False, backward=True, stream=stream)
-                frames = container.decode(stream)
-            for frame in frames:
-                position = meta.index(frame.pts) if frame.pts is not None else position + 1
-                if position in wanted:
-                    if size is None:
-                        size = scaled_size(frame.width, frame.height, self.short_side)
-                    decoded[position] = frame.to_ndarray(
-                        format="rgb24", width=size[0], height=size[1]
-                    )
-                if position >= target:
-                    break
-            else:
-                break  # end of stream
-        if not decoded:
-            raise VideoDecodeError(self.path, "no frames decoded")
-        keys = np.array(sorted(decoded))
-        # Frames the container could not deliver (short or truncated tails) fall back to the
-        # nearest decoded one, mirroring decord's behaviour for the last frame.
-        nearest = [int(keys[np.abs(keys - i).argmin()]) for i in indices]
-        return np.stack([decoded[k] for k in nearest])
+            if target in decoded:
+                continue
+            gop = meta.seek_point(target)
+            for attempt in range(gop + 1):
+                if frames is None or attempt or meta.should_seek(position, target):
+                    container.seek(meta.seek_pts(gop - attempt), backward=True,
+                                   any_frame=False, stream=stream)  # fmt: skip
+                    frames, position = container.decode(stream), -1
+                for frame in frames:
+                    if frame.pts is None:
+                        raise VideoDecodeError(self.path, "decoded frame without timestamp")
+                    previous, position = position, meta.index(self.path, int(frame.pts))
+                    if position <= previous:
+                        raise VideoDecodeError(self.path, "decoded frames out of timestamp order "
+                                               "(B-frames in AVI?): frame positions unknown")
+                    if position in wanted and position not in decoded:
+                        if size is None:
+                            size = scaled_size(*display_size(frame), self.short_side)
+                        decoded[position] = upright_rgb(frame, size)
+                    if position >= target:
+                        break
+                else:
+                    frames = None  # end of stream
+                if target in decoded or meta.table is None:
+                    break  # prepared files: no earlier seek point to try
+            if target not in decoded:
+                raise VideoDecodeError(self.path, f"frame {target} not delivered by the decoder")
+        return np.stack([decoded[i] for i in indices])
 
 
 class _Meta(NamedTuple):
@@ -273,10 +303,117 @@ class _Meta(NamedTuple):
     time_base: Fraction
     start: int  # pts of frame 0
     keyint: int | None  # keyframe interval of a prepared file, else None
+    table: np.ndarray | None = None  # plain files: pts of each frame, presentation order
+    key_pts: np.ndarray | None = None  # plain files: pts of each GOP's keyframe
+    seek_gop: np.ndarray | None = None  # plain files: the GOP to seek to for each frame
 
-    def index(self, pts: int) -> int:
-        """Frame index of a presentation timestamp."""
-        return int(round((pts - self.start) * self.time_base * self.fps))
+    def index(self, path: str, pts: int) -> int:
+        """Frame index of a presentation timestamp; a pts off the table or the grid is refused."""
+        if self.table is not None:
+            i = int(np.searchsorted(self.table, pts))
+            if i < len(self.table) and self.table[i] == pts:
+                return i
+            raise VideoDecodeError(path, f"decoded a frame (pts {pts}) the demuxer did not list")
+        exact = (pts - self.start) * self.time_base * self.fps
+        if abs(exact - round(exact)) > Fraction(1, 10):
+            raise VideoDecodeError(path, f"pts {pts} off the frame grid of a prepared file")
+        return int(round(exact))
+
+    def seek_point(self, target: int) -> int:
+        """GOP to seek to for frame ``target`` (prepared files: the frame itself)."""
+        return target if self.seek_gop is None else int(self.seek_gop[target])
+
+    def seek_pts(self, point: int) -> int:
+        """Timestamp to seek (backward, to a keyframe) for a seek point."""
+        if self.key_pts is not None:
+            return int(self.key_pts[point])
+        return self.start + int(point / self.fps / self.time_base)
+
+    def should_seek(self, position: int, target: int) -> bool:
+        """Seek rather than decode on from ``position``: the target lies in a later GOP (plain
+        files) or more than one keyframe interval ahead (prepared files)."""
+        if position < 0 or position >= target:
+            return True
+        if self.seek_gop is not None:
+            return bool(self.seek_gop[target] > self.seek_gop[position])
+        return target - position > self.keyint
+
+
+def display_size(frame) -> tuple[int, int]:
+    """(width, height) of a decoded PyAV frame as displayed (after its display rotation)."""
+    turns = _quarter_turns(frame)
+    return (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+
+
+def upright_rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PyAV frame, rotated as its display matrix says (as players and
+    decord show it) and scaled to the displayed ``size`` (width, height) when given."""
+    turns = _quarter_turns(frame)
+    w, h = size or display_size(frame)
+    if turns % 2:
+        w, h = h, w
+    rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns of a frame's display matrix (flips are not applied)."""
+    return int(round(frame.rotation / 90)) % 4
+
+
+def _open_av(path: str):
+    """An open PyAV container with a video stream set to one decoder thread."""
+    import av
+
+    _check_file(path)
+    try:
+        container = av.open(path)
+    except Exception as exc:
+        raise VideoDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "no video stream")
+    container.streams.video[0].codec_context.thread_count = 1  # one core per worker
+    return container
+
+
+class AutoReader(VideoReader):
+    """Chooses the reader per file on first use (``backend: auto``): PyAV on files written by
+    ``tsf prepare`` (their tag says so; it seeks to each sampled frame there, the fastest exact
+    reader), decord elsewhere. Only the container header is read to decide, and the open header
+    is handed to the PyAV reader; the choice survives pickling, open decoders do not."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        super().__init__(path, short_side)
+        self._reader: VideoReader | None = None
+
+    @property
+    def reader(self) -> VideoReader:
+        """The chosen reader (opens the header on first use)."""
+        if self._reader is None:
+            container = _open_av(self.path)
+            if keyframe_interval(container.metadata) is not None:
+                reader = PyAVReader(self.path, self.short_side)
+                reader._container = container
+            else:
+                container.close()
+                reader = DecordReader(self.path, self.short_side)
+            self._reader = reader
+        return self._reader
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def fps(self) -> float:
+        return self.reader.fps
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        return self.reader.get_frames(indices)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
 
 PREPARED_TAG = "lightning_tsf prepared keyint="
@@ -293,9 +430,12 @@ def keyframe_interval(metadata: dict[str, str]) -> int | None:
     return None
 
 
-def make_reader(path: str, backend: str = "decord", short_side: int | None = None) -> VideoReader:
-    """Create an (unopened) reader for ``path`` with the named backend."""
-    if backend in ("decord", "auto"):
+def make_reader(path: str, backend: str = "auto", short_side: int | None = None) -> VideoReader:
+    """Create an (unopened) reader for ``path``: ``auto`` chooses per file (:class:`AutoReader`),
+    ``decord`` and ``pyav`` are honoured as named."""
+    if backend == "auto":
+        return AutoReader(path, short_side)
+    if backend == "decord":
         return DecordReader(path, short_side)
     if backend == "pyav":
         return PyAVReader(path, short_side)

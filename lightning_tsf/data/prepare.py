@@ -9,7 +9,9 @@ written into the container's comment tag, so that the PyAV reader seeks to each 
 (see ``benchmarks/bench_data.py`` and docs/results.md for the measured choice).
 
 Videos are re-encoded with PyAV in worker processes into a new root with the same relative
-paths, frame count and frame rate (frame ``i`` at pts ``i``), and annotation files
+paths, frame count and frame rate (frame ``i`` at pts ``i``: the source's ``i``-th frame in
+presentation order, so a variable-frame-rate source keeps its frame indices), upright (a
+source's display rotation is applied, as every reader applies it), and annotation files
 (csv/json/txt) are copied, so the same annotation files work against the new root. Originals
 are never written; finished files are skipped, so an interrupted run resumes; unreadable files
 are skipped and reported by path.
@@ -24,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS
-from lightning_tsf.data.decode import PREPARED_TAG
+from lightning_tsf.data.decode import PREPARED_TAG, display_size, upright_rgb
 from lightning_tsf.data.encode import VideoWriter
 from lightning_tsf.data.parallel import parallel_map
 
@@ -90,8 +92,9 @@ class Encoding:
 def reencode_video(
     src: str, dst: str, short_side: int, encoding: Encoding = Encoding()
 ) -> str:
-    """Re-encode one video at ``short_side`` in the prepared format; return "converted" or
-    "skipped" (``dst`` exists). Raises any decoding error; a partial output is removed."""
+    """Re-encode one video at ``short_side`` (of the displayed, upright frame) in the prepared
+    format; return "converted" or "skipped" (``dst`` exists). Raises any decoding error; a
+    partial output is removed."""
     if os.path.exists(dst):
         return "skipped"
     import av
@@ -108,10 +111,10 @@ def reencode_video(
         try:
             for frame in container.decode(stream):
                 if writer is None:
-                    w, h = even_short_side_size(frame.width, frame.height, short_side)
+                    w, h = even_short_side_size(*display_size(frame), short_side)
                     writer = VideoWriter(dst, w, h, fps, options=encoding.options(),
                                          metadata=encoding.metadata())  # fmt: skip
-                writer.write(frame.to_ndarray(format="rgb24", width=w, height=h))
+                writer.write(upright_rgb(frame, (w, h)))
         except BaseException:
             if writer is not None:
                 writer.close(ok=False)

@@ -40,7 +40,7 @@ class ViewSpec:
     crop_size: int = 224
     num_spatial_crops: int = 1
     num_temporal_views: int = 1
-    backend: str = "decord"
+    backend: str = "auto"
     decode_short_side: int | None = None
     test_short_side: int | None = None
 
