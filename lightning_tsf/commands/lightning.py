@@ -147,6 +147,14 @@ class TSFCLI(LightningCLI):
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
 
+    def before_test(self) -> None:
+        """Read the test split now: a bad line stops the run before a logger starts."""
+        self.datamodule.setup("test")
+
+    def before_predict(self) -> None:
+        """Read the predict split now: a bad line stops the run before a logger starts."""
+        self.datamodule.setup("predict")
+
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad
         path or value becomes a one-line :class:`ConfigError`."""
