@@ -1,5 +1,7 @@
 """``tsf check-videos``, ``tsf prepare`` and the synthetic dataset generator."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import BROKEN_KINDS, frame_ids, write_broken
@@ -116,3 +118,21 @@ def test_translate_pairs_are_time_reversals_with_the_same_frame_sets():
     assert np.all(np.diff(centre(right, 1)) > 0) and np.all(np.diff(centre(down, 0)) > 0)
     with pytest.raises(ValueError, match="2 or 4"):
         make_synthetic_dataset("unused", num_classes=6)
+
+
+def test_check_videos_reports_annotation_errors(ssv2_root, capsys):
+    """A malformed entry: exit 2 and one line naming file and entry, not a traceback;
+    unlabelled entries only with --unlabelled."""
+    args = ["check-videos", str(ssv2_root), "--format", "ssv2", "--workers", "0"]
+    path = ssv2_root / "validation.json"
+    path.write_text(json.dumps([{"id": "4", "template": "Putting [something] on [a surface]"},
+                                {"template": "Putting [something] on [a surface]"}]))  # fmt: skip
+    assert tsf(args) == 2
+    assert capsys.readouterr().err == f"tsf check-videos: {path}: entry [1]: no 'id'; expected " \
+        "the video's id (a string or integer)\n"  # fmt: skip
+    path.write_text(json.dumps([{"id": "4"}, {"id": "5"}]))
+    assert tsf(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tsf check-videos: {path}: entry [0] (id '4'): no 'template'")
+    assert tsf([*args, "--unlabelled"]) == 0
+    assert "5/5 videos readable" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from lightning_tsf.data import (
     eval_summary,
     segment_indices,
 )
+from lightning_tsf.data.annotations import AnnotationError
 
 SMALL = dict(crop_size=48, train_scale=(48, 56), batch_size=4, num_workers=0)
 
@@ -227,10 +228,14 @@ def test_distributed_eval_sampler_whole_videos_once(videos, crops, temporal, rep
     assert max(sizes, default=0) - min(sizes, default=0) <= 1
 
 
-def test_ssv2_unlabelled_test_entries(ssv2_root):
+def test_ssv2_unlabelled_entries_only_for_predict(ssv2_root):
+    """SSv2's unlabelled test set can be predicted on, not tested (test scores labels)."""
     (ssv2_root / "test.json").write_text(json.dumps([{"id": "4"}]))
+    dm = VideoDataModule(str(ssv2_root), format="ssv2", predict_split="test.json", **SMALL)
+    assert [r.label for r in dm.records("predict")] == [-1]
     dm = VideoDataModule(str(ssv2_root), format="ssv2", test_split="test.json", **SMALL)
-    assert [r.label for r in dm.records("test")] == [-1]
+    with pytest.raises(AnnotationError, match=r"test.json: entry \[0\] \(id '4'\): no 'template'"):
+        dm.records("test")
 
 
 def test_spatial_crops_share_one_decode(kinetics_root, monkeypatch):

@@ -6,13 +6,15 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 
 from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, FORMATS
 from lightning_tsf.data.decode import BACKENDS
 
 
 def check_videos_main(argv: list[str]) -> int:
-    """List unreadable videos of a dataset's splits; exit 1 if there are any."""
+    """List unreadable videos of a dataset's splits; exit 1 if there are any, 2 if an annotation
+    file cannot be read (one line naming file and entry)."""
     from lightning_tsf.data.annotations import load_class_names, load_split
     from lightning_tsf.data.check import check_videos
 
@@ -25,6 +27,12 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--class-names-file", help="default: classnames.txt / labels.json")
     p.add_argument("--video-dir", default="", help="SSv2: folder of the videos under data_root")
     p.add_argument("--video-ext", default=".webm", help="SSv2: video file extension")
+    p.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="the splits may list unlabelled entries (a prediction set); by default every entry "
+        "needs a label, as training, validation and test do",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="decord")
     p.add_argument("--full", action="store_true", help="decode every frame (slow)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -34,14 +42,18 @@ def check_videos_main(argv: list[str]) -> int:
     class_file = args.class_names_file or DEFAULT_CLASS_FILES[args.format]
     try:
         names = load_class_names(args.format, args.data_root, class_file, splits[0])
-        paths = [
-            r.path
-            for s in splits
-            for r in load_split(
-                args.format, args.data_root, s, names, class_file, args.video_dir, args.video_ext
-            )
-        ]
-    except (FileNotFoundError, ValueError) as err:
+        read = partial(
+            load_split,
+            args.format,
+            args.data_root,
+            class_names=names,
+            class_names_file=class_file,
+            video_dir=args.video_dir,
+            video_ext=args.video_ext,
+            labelled=not args.unlabelled,
+        )
+        paths = [r.path for split in splits for r in read(split=split)]
+    except (OSError, ValueError) as err:  # AnnotationError is a ValueError
         print(f"tsf check-videos: {err}", file=sys.stderr)
         return 2
     bad = check_videos(paths, backend=args.backend, full=args.full, num_workers=args.workers)

@@ -149,31 +149,32 @@ class TSFCLI(LightningCLI):
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
 
-    def _evaluate_as_checkpoint(self, subcommand: str) -> None:
+    def _evaluate_as_checkpoint(self, subcommand: str, split: str) -> None:
         """``test``/``validate``/``predict`` of a checkpoint: the data's evaluation views are
-        the checkpoint's input record (options the config sets still win), and each value
-        that differs from the config's is said on stderr."""
+        the checkpoint's input record (options the config sets still win), each value that
+        differs from the config's is said on stderr. Then the split is read, so a bad line
+        stops the run before a logger starts."""
         ckpt = self.config_init[subcommand].get("ckpt_path")
-        if not ckpt or not Path(str(ckpt)).is_file() or not isinstance(
-            self.datamodule, VideoDataModule
-        ):
+        if not isinstance(self.datamodule, VideoDataModule):
             return
-        record = read_checkpoint(str(ckpt)).get("input_config")
-        if not isinstance(record, dict):
-            return
-        for line in self.datamodule.evaluate_as(InputConfig.from_dict(record, f"{ckpt}")):
-            print(f"tsf: from the checkpoint's input record: {line}", file=sys.stderr)
-        print(f"tsf: evaluating with {self.datamodule.input_config.describe()} (the checkpoint's "
-              "input record)", file=sys.stderr)  # fmt: skip
+        record = None
+        if ckpt and Path(str(ckpt)).is_file():
+            record = read_checkpoint(str(ckpt)).get("input_config")
+        if isinstance(record, dict):
+            for line in self.datamodule.evaluate_as(InputConfig.from_dict(record, f"{ckpt}")):
+                print(f"tsf: from the checkpoint's input record: {line}", file=sys.stderr)
+            print(f"tsf: evaluating with {self.datamodule.input_config.describe()} (the "
+                  "checkpoint's input record)", file=sys.stderr)  # fmt: skip
+        self.datamodule.setup(split)
 
     def before_test(self) -> None:
-        self._evaluate_as_checkpoint("test")
+        self._evaluate_as_checkpoint("test", "test")
 
     def before_validate(self) -> None:
-        self._evaluate_as_checkpoint("validate")
+        self._evaluate_as_checkpoint("validate", "validate")
 
     def before_predict(self) -> None:
-        self._evaluate_as_checkpoint("predict")
+        self._evaluate_as_checkpoint("predict", "predict")
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad

@@ -56,42 +56,108 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
+def read_text(path: Path) -> str:
+    """Text of an annotation file, a UTF-8 byte-order mark dropped (spreadsheet exports write
+    one; left in, it becomes part of the first path or class name)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        reason = f"{err.reason} at byte {err.start}"
+        raise AnnotationError(f"{path}: not UTF-8 text ({reason})") from None
+
+
+def read_json(path: Path) -> object:
+    """A JSON annotation file (byte-order mark allowed); a syntax error names file and line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+
+
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a text file (one per line, in label order) or a JSON ``{name: id}``."""
+    """Class names from a text file (one per line, in label order) or a JSON ``{name: id}``.
+
+    JSON ids must be the integers 0..K-1, each once; names must be unique (a name listed twice
+    would make two labels one class)."""
     path = require(Path(path), "class-name file")
     if path.suffix == ".json":
-        mapping = json.loads(path.read_text())
-        names = [""] * len(mapping)
-        for name, idx in mapping.items():
-            names[int(idx)] = normalize_ssv2_template(str(name))
-        return names
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        entries = _class_ids(path)
+    else:
+        lines = enumerate(read_text(path).splitlines(), start=1)
+        entries = [(f"{path}:{n}", line.strip()) for n, line in lines if line.strip()]
+    first: dict[str, str] = {}
+    for where, name in entries:
+        if name in first:
+            raise AnnotationError(f"{where}: class name {name!r} is listed twice ({first[name]})")
+        first[name] = where
+    return [name for _, name in entries]
+
+
+def _class_ids(path: Path) -> list[tuple[str, str]]:
+    """``(where, name)`` in id order from a JSON ``{name: id}`` with ids 0..K-1, each once."""
+    mapping = read_json(path)
+    if not isinstance(mapping, dict):
+        kind = type(mapping).__name__
+        raise AnnotationError(f"{path}: expected a JSON object {{name: id}}, got {kind}")
+    by_id: dict[int, str] = {}
+    for name, idx in mapping.items():
+        label = _int_or_none(idx)
+        if label is None or not 0 <= label < len(mapping):
+            raise AnnotationError(
+                f"{path}: class {name!r} has id {idx!r}; ids must be 0..{len(mapping) - 1}"
+            )
+        if label in by_id:
+            raise AnnotationError(f"{path}: id {label} is given to {by_id[label]!r} and {name!r}")
+        by_id[label] = name
+    return [(f"{path}: id {i}", normalize_ssv2_template(str(by_id[i]))) for i in sorted(by_id)]
+
+
+def _int_or_none(value: object) -> int | None:
+    """``value`` as an int when it is one (or a string of one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def _parse_csv_line(line: str) -> tuple[str, str]:
+    line = line.strip()
     sep = "," if "," in line else None
     parts = line.rsplit(sep, 1)
-    if len(parts) != 2:
+    if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise ValueError(f"expected 'path label', got {line!r}")
     return parts[0].strip(), parts[1].strip()
 
 
+UNLABELLED_HINT = (
+    "train, val and test entries need a label (unlabelled entries are only for predict_split)"
+)
+
+
 def read_kinetics_csv(
-    csv_path: str | Path, root: str | Path, class_names: list[str] | None = None
+    csv_path: str | Path,
+    root: str | Path,
+    class_names: list[str] | None = None,
+    labelled: bool = False,
 ) -> list[VideoRecord]:
     """Kinetics-style ``path label`` lines (space- or comma-separated), paths relative to ``root``.
 
-    A label is an integer (-1: unlabelled) or, when ``class_names`` is given, a class name; with
-    ``class_names`` an integer must be below their count. A first line whose label column is a
-    header word (``label``, ``class``, ...) is skipped; any other unknown label, a misspelt class
-    name on the first line too, is an :class:`AnnotationError` naming the file and line.
+    A label is an integer (-1: unlabelled, refused when ``labelled``) or, when ``class_names``
+    is given, a class name; with ``class_names`` an integer must be below their count. A
+    byte-order mark, CRLF line ends, surrounding spaces and blank lines are allowed. A first line
+    whose label column is a header word (``label``, ``class``, ...) is skipped; any other
+    unknown label, a misspelt class name on the first line too, is an :class:`AnnotationError`
+    naming the file and line.
     """
     csv_path = require(Path(csv_path), "annotation file")
     root = Path(root)
     names = list(class_names or [])
     by_name = {name: i for i, name in enumerate(names)}
     records = []
-    for n, line in enumerate(csv_path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_text(csv_path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{csv_path}:{n}"
@@ -106,6 +172,8 @@ def read_kinetics_csv(
                     f"{where}: label {idx} is out of range for {len(names)} classes "
                     f"(0..{len(names) - 1}, or -1 for unlabelled)"
                 )
+            if idx == -1 and labelled:
+                raise AnnotationError(f"{where}: label -1 (unlabelled); {UNLABELLED_HINT}")
         elif label in by_name:
             idx = by_name[label]
         elif not records and label.lower() in HEADER_LABELS:
@@ -124,25 +192,54 @@ def normalize_ssv2_template(template: str) -> str:
 
 
 def read_ssv2(
-    json_path: str | Path, root: str | Path, labels_path: str | Path, ext: str = ".webm"
+    json_path: str | Path,
+    root: str | Path,
+    labels_path: str | Path,
+    ext: str = ".webm",
+    labelled: bool = False,
 ) -> list[VideoRecord]:
     """SSv2 entries (``id``, ``template``) labelled through ``labels.json``; videos ``<id><ext>``.
 
-    Entries without a template (the unlabelled test set) get label -1.
+    The file must be a JSON list of objects, each with an ``id``. An entry without a template
+    (the unlabelled test set) gets label -1, unless ``labelled``: then it is an error. A template
+    not in ``labels.json`` is always an error. Errors name the file and the entry (its index in
+    the list and its id).
     """
-    entries = json.loads(require(Path(json_path), "annotation file").read_text())
+    json_path = require(Path(json_path), "annotation file")
+    entries = read_json(json_path)
+    if not isinstance(entries, list):
+        raise AnnotationError(
+            f"{json_path}: expected a JSON list of entries, got {type(entries).__name__}"
+        )
     labels = {name: i for i, name in enumerate(read_class_names(labels_path))}
     root = Path(root)
     records = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
+        where = f"{json_path}: entry [{i}]"
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{where}: expected an object with 'id' and 'template', got "
+                                  f"{type(entry).__name__}")  # fmt: skip
+        vid = entry.get("id")
+        if isinstance(vid, bool) or not isinstance(vid, (str, int)) or not str(vid).strip():
+            got = "no 'id'" if vid is None else f"'id' is {vid!r}"
+            raise AnnotationError(f"{where}: {got}; expected the video's id (a string or integer)")
+        vid = str(vid).strip()
+        where = f"{where} (id {vid!r})"
         template = entry.get("template")
         label = -1
-        if template is not None:
+        if template is None:
+            if labelled:
+                raise AnnotationError(f"{where}: no 'template'; {UNLABELLED_HINT}")
+        elif not isinstance(template, str):
+            raise AnnotationError(f"{where}: 'template' is {template!r}; expected a string")
+        else:
             key = normalize_ssv2_template(template)
             if key not in labels:
-                raise AnnotationError(f"{json_path}: template {key!r} not in {labels_path}")
+                close = difflib.get_close_matches(key, list(labels), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise AnnotationError(f"{where}: template {key!r} not in {labels_path}{hint}")
             label = labels[key]
-        records.append(VideoRecord(str(root / f"{entry['id']}{ext}"), label))
+        records.append(VideoRecord(str(root / f"{vid}{ext}"), label))
     return records
 
 
@@ -202,7 +299,7 @@ def load_class_names(
             return read_class_names(root / class_names_file)
         if class_names_file and class_names_file != DEFAULT_CLASS_FILES["kinetics"]:
             require(root / class_names_file, "class-name file")
-        records = read_kinetics_csv(root / train_split, root)
+        records = read_kinetics_csv(root / train_split, root, labelled=True)
         return [str(i) for i in range(1 + max((r.label for r in records), default=-1))]
     raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")
 
@@ -215,15 +312,20 @@ def load_split(
     class_names_file: str | None = None,
     video_dir: str = "",
     video_ext: str = ".webm",
+    labelled: bool = True,
 ) -> list[VideoRecord]:
-    """Records of one split file (or split folder) of a dataset under ``root``."""
+    """Records of one split file (or split folder) of a dataset under ``root``.
+
+    ``labelled``: every entry must have a label (training, validation and test, which score
+    against it); ``False`` allows unlabelled entries (label -1), for prediction only.
+    """
     root = require(Path(root), "data_root")
     videos = root / video_dir
     if format == "kinetics":
-        return read_kinetics_csv(root / split, videos, class_names)
+        return read_kinetics_csv(root / split, videos, class_names, labelled=labelled)
     if format == "ssv2":
         labels = root / (class_names_file or "labels.json")
-        return read_ssv2(root / split, videos, labels, video_ext)
+        return read_ssv2(root / split, videos, labels, video_ext, labelled=labelled)
     if format == "folder":
         return read_folder(split_folder(root, split), class_names)
     raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")

@@ -170,6 +170,7 @@ class VideoDataModule(pl.LightningDataModule):
             self.class_names_file,
             hp.video_dir,
             hp.video_ext,
+            labelled=stage != "predict",  # scored stages need labels; see load_split
         )
         if not records:
             where = self.data_root / hp.video_dir if self.format == "folder" else self.data_root
