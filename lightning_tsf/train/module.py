@@ -23,6 +23,7 @@ from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import average_views
 from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
+from lightning_tsf.train.compile import compile_timesformer
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,10 @@ class VideoClassifier(pl.LightningModule):
         self.test_results: dict[str, Any] = {}
 
     def configure_model(self) -> None:
-        """Compile the backbone when asked (:meth:`TimeSformer.compile_model`)."""
-        if self.hparams.compile and not self.net.compiled:
-            self.net.compile_model()
+        """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
+        back to its blocks, then eager; a no-op once compiled)."""
+        if self.hparams.compile:
+            compile_timesformer(self.net)
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
