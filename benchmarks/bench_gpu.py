@@ -6,13 +6,14 @@
 For each configuration (divided and joint at 8×224 with batch 8 and 32, HR 16×448 and
 L 96×224 at one batch size, divided with drop path 0.1): random clips, SGD training steps
 under bf16 autocast (fp32 on CPU), timed after warm-up with the device synchronised,
-medians. Implementations: ours eager, compiled whole (``compile_model``, what ``compile: true``
-does) and compiled per block (``compile_blocks``); HF ``TimesformerForVideoClassification``
-eager and ``torch.compile``d (when ``transformers`` is installed). Reported: clips/s, step ms,
-TFLOP/s (training FLOPs counted with ``FlopCounterMode`` on the meta device / step time), that
-as a fraction of a same-run bf16 (CPU: fp32) 8192² (CPU: 1024²) matmul, and peak device memory
-(CPU: not measured). Once, the Lightning Trainer path (``VideoClassifier`` + ``Trainer.fit``)
-for divided 8×224 batch 8. Writes ``results.json`` and ``table.md`` under ``--out``.
+medians. Implementations: ours eager, compiled whole (``compile_timesformer``, what
+``compile: true`` does) and compiled per block (``compile_blocks``); HF
+``TimesformerForVideoClassification`` eager and ``torch.compile``d (when ``transformers`` is
+installed). Reported: clips/s, step ms, TFLOP/s (training FLOPs counted with
+``FlopCounterMode`` on the meta device / step time), that as a fraction of a same-run bf16
+(CPU: fp32) 8192² (CPU: 1024²) matmul, and peak device memory (CPU: not measured). Once, the
+Lightning Trainer path (``VideoClassifier`` + ``Trainer.fit``) for divided 8×224 batch 8.
+Writes ``results.json`` and ``table.md`` under ``--out``.
 A configuration that fails (out of memory, a compiler error) is reported as such, not fatal;
 its traceback goes to ``errors.txt``; so is a compile that fell back (a warning). On a GPU the
 rows follow ``GPU_PLAN``, the goal rows first, and ``--budget-s`` skips the rest; the files are
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from lightning_tsf.train.compile import compile_blocks, compile_timesformer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import build  # noqa: E402  (our model and HF's from one config)
@@ -138,9 +141,9 @@ def step(model: torch.nn.Module, impl: str, cfg: dict, device: torch.device,
 def make(impl: str, cfg: dict, sizes: dict, device: torch.device) -> torch.nn.Module:
     model = build({**cfg, **sizes}, "hf" if impl.startswith("hf") else "ours").to(device).train()
     if impl == "ours compiled":
-        model.compile_model()
+        compile_timesformer(model)
     elif impl == "ours compiled blocks":
-        model.compile_blocks()
+        compile_blocks(model)
     elif impl == "hf compiled":
         model = torch.compile(model)
     return model

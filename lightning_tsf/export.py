@@ -25,6 +25,7 @@ from torch import Tensor
 from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.inference import load_model
 from lightning_tsf.models import TimeSformer
+from lightning_tsf.train.compile import uncompiled
 
 FORMATS = ("onnx", "torch-export")
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
@@ -91,7 +92,7 @@ def _cpu_eval_eager(model: TimeSformer) -> Iterator[TimeSformer]:
     its device, dtype, mode and compilation are restored afterwards."""
     param = next(model.parameters())
     device, dtype, training = param.device, param.dtype, model.training
-    with model.eager():
+    with uncompiled(model):
         try:
             yield model.float().cpu().eval()
         finally:

@@ -7,12 +7,14 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lightning_tsf.commands.ablation import main
 from lightning_tsf.configs import config_path
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_grid_table_and_resume(tiny_synthetic: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = yaml.safe_load(config_path().read_text())

@@ -35,7 +35,7 @@ def test_affinity_is_what_counts() -> None:
            "print(u(), d())"  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "SLURM_CPUS_PER_TASK"}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+                         capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
     assert out.stdout.split() == ["1", "0"]
 
 

@@ -17,6 +17,7 @@ from lightning_tsf.cli import main as tsf
 from lightning_tsf.data.transforms import normalize_video
 from lightning_tsf.export import ExportError, export_model, read_metadata
 from lightning_tsf.models import BLOCKS, PRESETS, TimeSformer
+from lightning_tsf.train.compile import compile_timesformer, compiled_path
 
 NET = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=2,
            num_classes=3, drop_path_rate=0.0)  # fmt: skip
@@ -165,9 +166,10 @@ def test_torch_export_pt2(tmp_path: Path, capsys) -> None:
     # from Python: a compiled float64 model in training mode is exported as eager float32
     # eval, then restored
     model.double().train()
-    model.compile_model(backend="eager")
+    compile_timesformer(model, backend="eager")
     program = torch.export.load(export_model(model, tmp_path / "lib.pt2", "torch-export"))
-    assert model.training and model.head.weight.dtype == torch.float64 and model.compiled
+    assert model.training and model.head.weight.dtype == torch.float64
+    assert compiled_path(model) == "whole"
     x = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         assert (program.module()(x) - model.float().eval()(x)).abs().max() <= TOL

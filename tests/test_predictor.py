@@ -218,7 +218,8 @@ def test_docstring_examples(files, tmp_path):
 def test_import_is_light_and_exports_predictor() -> None:
     code = ("import sys, lightning_tsf; light = 'torch' not in sys.modules; "
             "from lightning_tsf import Predictor; print(light, Predictor.__module__)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)  # fmt: skip
     assert out.stdout.split() == ["True", "lightning_tsf.predictor"]
 
 

@@ -32,6 +32,7 @@ def base(tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, monkeypatc
             "--data.num_spatial_crops=3"]  # fmt: skip
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_predict_keeps_views_together(base: list[str], tmp_path: Path) -> None:
     """7 videos x 3 views on 2 ranks: every video predicted once, from all 3 views, with the
     probabilities of a single-process run."""
@@ -56,6 +57,7 @@ def test_predict_keeps_views_together(base: list[str], tmp_path: Path) -> None:
         assert row["probs"] == pytest.approx(single[row["video_index"]]["probs"], abs=1e-5)
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_validation_with_an_all_broken_rank(base: list[str], tiny_synthetic: Path,
                                             tmp_path: Path) -> None:  # fmt: skip
     """The 4 videos of rank 1's validation share are all unreadable: the epoch ends (no
@@ -82,6 +84,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_two_nodes_on_loopback(base: list[str], tmp_path: Path) -> None:
     """2 nodes x 1 process (NODE_RANK 0 and 1, MASTER_ADDR 127.0.0.1, gloo): fit, then the
     multi-view test counts each of the 7 test videos once, with one process's accuracy."""
@@ -106,8 +109,14 @@ if cli.trainer.global_rank == 0:
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "res.json"),
                                        *fit], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))  # fmt: skip
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
+    try:
+        errs = [proc.communicate(timeout=300)[1] for proc in procs]
+    finally:  # a hang (one node waiting for the other) ends here, both processes with it
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=60)
+    for proc, err in zip(procs, errs):
         assert proc.returncode == 0, err[-3000:]
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["world"] == 2 and res["test/videos"] == 7

@@ -56,12 +56,13 @@ def _args(overrides: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # eight training runs: far over the 300 s default
 def test_sigkill_soak(tiny_overrides: Callable[[Path], list[str]], tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
     plain = [sys.executable, "-m", "lightning_tsf.cli", "fit"]
     ref = subprocess.run([*plain, *_args(tiny_overrides(ref_dir))], capture_output=True,
-                         text=True, env=env)  # fmt: skip
+                         text=True, env=env, timeout=300)  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     rng = random.Random(7)
@@ -77,7 +78,7 @@ def test_sigkill_soak(tiny_overrides: Callable[[Path], list[str]], tmp_path: Pat
     for kind, epoch, batch, delay in points:
         point = [kind, str(epoch), str(batch), str(delay)]
         proc = subprocess.run([sys.executable, "-c", KILLER, *point, *args],
-                              capture_output=True, text=True, env=env)  # fmt: skip
+                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
         if proc.returncode == -9:
             kills += 1
         else:  # a kill timed after the end of the run lets it finish
@@ -87,7 +88,7 @@ def test_sigkill_soak(tiny_overrides: Callable[[Path], list[str]], tmp_path: Pat
             torch.load(last, weights_only=True)
     assert kills >= 5
     final = subprocess.run([*plain, *args, "--ckpt_path=latest"], capture_output=True,
-                           text=True, env=env)  # fmt: skip
+                           text=True, env=env, timeout=300)  # fmt: skip
     assert final.returncode == 0, final.stderr[-3000:]
     got = torch.load(last, weights_only=True)
     expected = torch.load(ref_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -124,7 +125,7 @@ print("SUMMARY", cli.model.test_results["summary"])
             "--trainer.limit_val_batches=1.0", "--trainer.limit_test_batches=1.0",
             "--trainer.enable_progress_bar=false"]  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "offline"})  # fmt: skip
+                          env={**os.environ, "WANDB_MODE": "offline"}, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     for path in broken:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightning_tsf.train.callbacks import latest_checkpoint
@@ -62,18 +63,19 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_sigusr1_requeue_and_resume(tiny_overrides: Callable[[Path], list[str]],
                                     tmp_path: Path) -> None:  # fmt: skip
     ref_dir, run_dir = tmp_path / "reference", tmp_path / "preempted"
     ref = subprocess.run([sys.executable, "-m", "lightning_tsf.cli", "fit",
                           *_args(tiny_overrides(ref_dir))], capture_output=True, text=True,
                          env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
-                         )  # fmt: skip
+                         timeout=300)  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     args = _args(tiny_overrides(run_dir))
     first = subprocess.run([sys.executable, "-c", PREEMPTED, *args], capture_output=True,
-                           text=True, env=_slurm_env(tmp_path, 0))  # fmt: skip
+                           text=True, env=_slurm_env(tmp_path, 0), timeout=300)  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     hpc = list(run_dir.glob("hpc_ckpt_*.ckpt"))
     assert len(hpc) == 1 and torch.load(hpc[0], weights_only=True)["global_step"] == 3
@@ -82,7 +84,7 @@ def test_sigusr1_requeue_and_resume(tiny_overrides: Callable[[Path], list[str]],
 
     again = subprocess.run([sys.executable, "-m", "lightning_tsf.cli", "fit", *args,
                             "--ckpt_path=latest"], capture_output=True, text=True,
-                           env=_slurm_env(tmp_path, 1))  # fmt: skip
+                           env=_slurm_env(tmp_path, 1), timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {hpc[0]}" in again.stderr
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # stale after the next last.ckpt

@@ -45,6 +45,7 @@ def smoke_args(tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, monk
             "--trainer.strategy=ddp_spawn", "--trainer.devices=2"]  # fmt: skip
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_two_processes_do_not_overshoot(smoke_args: list[str], tmp_path: Path) -> None:
     """Global 4 with batch 4 on 2 processes: 2 per device, no accumulation, so one epoch of
     16 videos is 4 optimizer steps of 4 videos (the old callback made 2 steps of 8)."""
@@ -53,6 +54,7 @@ def test_two_processes_do_not_overshoot(smoke_args: list[str], tmp_path: Path) -
     assert state["global_step"] == 4
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_two_processes_impossible_split_stops_first(
     smoke_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

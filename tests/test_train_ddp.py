@@ -14,6 +14,7 @@ from lightning_tsf.commands.lightning import TSFCLI, cli_main
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_ddp_multiview_test_matches_single_process(
     tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

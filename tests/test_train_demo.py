@@ -33,6 +33,7 @@ def demo_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         return run_experiment(config_path(), tiny_synthetic, out, overrides, pictures=True)
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_demo_pipeline_writes_summary_and_pictures(demo_run: dict[str, Any]) -> None:
     res = demo_run
     assert res["videos"] == res["total_videos"] == 7 and not res["failed"]
@@ -67,6 +68,7 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_demo_wandb_run_has_the_dashboard(demo_run: dict[str, Any]) -> None:
     """The offline run (what ``wandb sync`` uploads) logs the four dashboard panels, and the
     files they name are there: images under the run folder, the table with its clips staged
@@ -105,6 +107,7 @@ def test_demo_wandb_run_has_the_dashboard(demo_run: dict[str, Any]) -> None:
     assert "val/acc1" in history and "test/acc1" in history
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_demo_with_every_scheme_prints_its_results(
     tiny_synthetic: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, capsys
 ) -> None:

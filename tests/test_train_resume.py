@@ -56,6 +56,7 @@ def _args(overrides: list[str]) -> list[str]:
     ]
 
 
+@pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)
 def test_killed_run_resumes_exactly(
     tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, one_thread: None
 ) -> None:
@@ -63,7 +64,8 @@ def test_killed_run_resumes_exactly(
     assert cli_main(["fit", *_args(tiny_overrides(ref_dir))]) == 0
 
     args = _args(tiny_overrides(run_dir))
-    proc = subprocess.run([sys.executable, "-c", KILLER, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", KILLER, *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
     assert proc.returncode == 17, proc.stderr[-3000:]
     ckpt_dir = run_dir / "checkpoints"
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=True)["epoch"] == 0

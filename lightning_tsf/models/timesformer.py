@@ -13,9 +13,6 @@ after the last block. Every block receives the grid size ``(T, H, W)`` in patche
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -33,18 +30,6 @@ class Grid(NamedTuple):
     t: int
     h: int
     w: int
-
-
-# Inductor settings for the whole-model graph (see TimeSformer.compile_model).
-INDUCTOR_OPTIONS = {"triton.coalesce_tiling_analysis": False}
-
-
-def _warn_compile_failed(what: str, err: Exception, then: str) -> None:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
-    warnings.warn(
-        f"torch.compile of {what} failed ({type(err).__name__}: {' '.join(lines)}); {then}",
-        stacklevel=4,
-    )
 
 
 class DropPath(nn.Module):
@@ -418,9 +403,6 @@ class TimeSformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self._compiled_blocks: list[nn.Module] | None = None  # see compile_blocks
-        self._compiled_forward: Callable[[Tensor], Tensor] | None = None  # see compile_model
-        self._compile_kwargs: dict = {}
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -486,71 +468,13 @@ class TimeSformer(nn.Module):
             x = torch.cat((cls, rearrange(xp, "b n t d -> b (n t) d")), dim=1)  # (B, 1+N*T, D)
         return self.pos_drop(x), grid
 
-    # -- compilation --------------------------------------------------------------------------
-    def compile_model(self, **compile_kwargs) -> None:
-        """``torch.compile`` the whole model (embedding, blocks, head) as one graph.
-
-        On torch 2.11 inductor's GPU code generation crashed on this graph: its coalescing
-        tiling analysis raises ``CantSplit`` without the arguments the class requires, a
-        ``TypeError`` instead of the signal it catches (torch 2.13 raises it correctly). The
-        kernel lies outside the blocks (the blocks and the embedding compile on their own), so
-        the analysis is switched off for this graph (:data:`INDUCTOR_OPTIONS`); on an H200
-        the whole model then trains as fast as compiled blocks in less memory. If compiling
-        fails anyway, a warning names the error and :meth:`compile_blocks` takes over.
-        """
-        self._compile_kwargs = dict(compile_kwargs)  # for the blocks, should this fail
-        if compile_kwargs.get("backend", "inductor") == "inductor":
-            options = {**INDUCTOR_OPTIONS, **compile_kwargs.pop("options", {})}
-            compile_kwargs["options"] = options
-        self._compiled_forward = torch.compile(self._forward_eager, **compile_kwargs)
-
-    def compile_blocks(self, **compile_kwargs) -> None:
-        """``torch.compile`` each block on its own; the embedding and the head stay eager.
-
-        All blocks of a model share one block class and, with the drop-path rate held as a
-        tensor, one graph: compiled once, reused by every block. State-dict keys are
-        unchanged. If compiling fails, a warning names the error and the blocks run eager.
-        """
-        self._compiled_blocks = [torch.compile(b, **compile_kwargs) for b in self.blocks]
-
-    @property
-    def compiled(self) -> bool:
-        """Whether the model or its blocks run compiled."""
-        return self._compiled_forward is not None or self._compiled_blocks is not None
-
-    @contextmanager
-    def eager(self) -> Iterator[TimeSformer]:
-        """The model with its compilation switched off for the duration (exporters and
-        tracers need the eager code); compiled wrappers are restored afterwards."""
-        saved = self._compiled_forward, self._compiled_blocks
-        self._compiled_forward = self._compiled_blocks = None
-        try:
-            yield self
-        finally:
-            self._compiled_forward, self._compiled_blocks = saved
-
-    def __getstate__(self) -> dict:
-        """Compiled wrappers are not data: a pickled model (a checkpoint's hparams) is eager."""
-        state = super().__getstate__()
-        return {**state, "_compiled_blocks": None, "_compiled_forward": None}
-
-    def _run_block(self, i: int, x: Tensor, grid: Grid) -> Tensor:
-        if self._compiled_blocks is None:
-            return self.blocks[i](x, grid)
-        try:
-            return self._compiled_blocks[i](x, grid)
-        except Exception as err:  # compilation failed: say so once and go on eager
-            self._compiled_blocks = None
-            _warn_compile_failed("the blocks", err, "running them eager")
-            return self.blocks[i](x, grid)
-
     # -- forward ----------------------------------------------------------------------------
     def forward_tokens(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[AttnMaps]]:
         """All blocks; returns the un-normalised tokens (space-only: frames averaged) and, if
         asked, each block's attention maps ``{step: (batch, heads, L, L)}``."""
         x, grid = self.embed(x)
         all_maps: list[AttnMaps] = []
-        for i, blk in enumerate(self.blocks):
+        for blk in self.blocks:
             if return_attn:
                 maps: AttnMaps = {}
                 x = blk(x, grid, maps)
@@ -558,7 +482,7 @@ class TimeSformer(nn.Module):
             elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, grid, use_reentrant=False)
             else:
-                x = self._run_block(i, x, grid)
+                x = blk(x, grid)
         if self.attention_type == "space_only":  # official: average the frames' tokens
             x = rearrange(x, "(b t) n d -> b t n d", t=grid.t).mean(1)  # (B, 1+N, D)
         return x, all_maps
@@ -571,19 +495,8 @@ class TimeSformer(nn.Module):
     def forward_head(self, features: Tensor) -> Tensor:
         return self.head(self.head_drop(features))
 
-    def _forward_eager(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def forward(self, x: Tensor) -> Tensor:
-        if self._compiled_forward is not None:
-            self._check_input(x)  # a wrong input is the caller's error, not the compiler's
-            try:
-                return self._compiled_forward(x)
-            except Exception as err:  # compilation failed: say so once, compile the blocks
-                self._compiled_forward = None
-                _warn_compile_failed("the whole model", err, "compiling the blocks instead")
-                self.compile_blocks(**self._compile_kwargs)
-        return self._forward_eager(x)
+        return self.forward_head(self.forward_features(x))
 
     def forward_with_attention(self, x: Tensor) -> tuple[Tensor, list[AttnMaps]]:
         """Logits and per-block attention maps (explicit softmax path, no SDPA)."""

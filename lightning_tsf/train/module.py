@@ -27,6 +27,7 @@ from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
 from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
+from lightning_tsf.train.compile import compile_timesformer
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -142,9 +143,10 @@ class VideoClassifier(pl.LightningModule):
             self.input_config = InputConfig.from_dict(checkpoint["input_config"])
 
     def configure_model(self) -> None:
-        """Compile the backbone when asked (:meth:`TimeSformer.compile_model`)."""
-        if self.hparams.compile and not self.net.compiled:
-            self.net.compile_model()
+        """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
+        back to its blocks, then eager; a no-op once compiled)."""
+        if self.hparams.compile:
+            compile_timesformer(self.net)
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
