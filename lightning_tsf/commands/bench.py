@@ -104,8 +104,8 @@ def advice(rate: LoaderRate, step_rate: float, dm: VideoDataModule, device: str)
             "tsf prepare SRC DST: re-encode for random access (about 5x faster clips per core, "
             "docs/results.md)"
         )
-    elif prepared and dm.hparams.backend != "pyav":
-        lines.append("--data.backend=pyav: the reader that seeks in prepared files")
+    elif prepared and dm.hparams.backend == "decord":
+        lines.append("--data.backend=auto (or pyav): the reader that seeks in prepared files")
     return lines
 
 

@@ -33,7 +33,7 @@ def check_videos_main(argv: list[str]) -> int:
         help="the splits may list unlabelled entries (a prediction set); by default every entry "
         "needs a label, as training, validation and test do",
     )
-    p.add_argument("--backend", choices=BACKENDS, default="decord")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--full", action="store_true", help="decode every frame (slow)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")

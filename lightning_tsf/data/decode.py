@@ -15,6 +15,7 @@ Every failure (missing, zero-byte, truncated, not a video, no video stream) is r
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 BACKENDS = ("auto", "decord", "pyav")  # auto: chosen per file, see AutoReader
 
 
@@ -33,6 +35,11 @@ class VideoDecodeError(RuntimeError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class FrameOrderError(VideoDecodeError):
+    """PyAV cannot tell which frame is which in this file (no or repeated timestamps, frames
+    decoded out of order): it refuses instead of guessing; ``auto`` then reads with decord."""
 
 
 def probe_size(path: str) -> tuple[int, int]:
@@ -229,7 +236,7 @@ class PyAVReader(VideoReader):
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
             if packet.pts is None:
-                raise VideoDecodeError(self.path, "packets without timestamps: frame order unknown")
+                raise FrameOrderError(self.path, "packets without timestamps: frame order unknown")
             if packet.is_keyframe:
                 keys.append(len(pts))
             pts.append(int(packet.pts))
@@ -240,7 +247,7 @@ class PyAVReader(VideoReader):
         order = np.argsort(pts, kind="stable")
         table = np.asarray(pts, dtype=np.int64)[order]
         if len(table) > 1 and not np.all(np.diff(table) > 0):
-            raise VideoDecodeError(self.path, "repeated timestamps: frames cannot be told apart")
+            raise FrameOrderError(self.path, "repeated timestamps: frames cannot be told apart")
         # GOP of each packet (decode order), then each frame's seek point (presentation order):
         # its GOP's keyframe, or the one before for frames shown before their GOP's keyframe.
         gop = np.cumsum(np.isin(np.arange(len(pts)), keys)) - 1
@@ -277,11 +284,11 @@ class PyAVReader(VideoReader):
                     frames, position = container.decode(stream), -1
                 for frame in frames:
                     if frame.pts is None:
-                        raise VideoDecodeError(self.path, "decoded frame without timestamp")
+                        raise FrameOrderError(self.path, "decoded frame without timestamp")
                     previous, position = position, meta.index(self.path, int(frame.pts))
                     if position <= previous:
-                        raise VideoDecodeError(self.path, "decoded frames out of timestamp order "
-                                               "(B-frames in AVI?): frame positions unknown")
+                        raise FrameOrderError(self.path, "decoded frames out of timestamp order "
+                                              "(B-frames in AVI?): frame positions unknown")
                     if position in wanted and position not in decoded:
                         if size is None:
                             size = scaled_size(*display_size(frame), self.short_side)
@@ -378,10 +385,15 @@ def _open_av(path: str):
 
 
 class AutoReader(VideoReader):
-    """Chooses the reader per file on first use (``backend: auto``): PyAV on files written by
-    ``tsf prepare`` (their tag says so; it seeks to each sampled frame there, the fastest exact
-    reader), decord elsewhere. Only the container header is read to decide, and the open header
-    is handed to the PyAV reader; the choice survives pickling, open decoders do not."""
+    """Chooses the reader per file on first use (``backend: auto``), the exact one first.
+
+    PyAV on every file: on files written by ``tsf prepare`` (their tag says so) it seeks to
+    each sampled frame, the fastest exact reader; elsewhere it maps frames through the
+    demuxer's timestamp table, which is exact on variable frame rate, B-frames and open GOPs
+    (where decord shifts frames after a seek). Where PyAV cannot tell frames apart
+    (:class:`FrameOrderError`: B-frames in AVI, files without timestamps) decord reads the
+    file, once said in the log. Only the container header is read to decide; the choice
+    survives pickling, open decoders do not."""
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
@@ -391,25 +403,36 @@ class AutoReader(VideoReader):
     def reader(self) -> VideoReader:
         """The chosen reader (opens the header on first use)."""
         if self._reader is None:
-            container = _open_av(self.path)
-            if keyframe_interval(container.metadata) is not None:
-                reader = PyAVReader(self.path, self.short_side)
-                reader._container = container
-            else:
-                container.close()
-                reader = DecordReader(self.path, self.short_side)
+            reader = PyAVReader(self.path, self.short_side)
+            reader._container = _open_av(self.path)
             self._reader = reader
         return self._reader
 
+    def _fall_back(self, err: FrameOrderError) -> VideoReader:
+        log.info("%s: PyAV cannot order its frames (%s): reading it with decord",
+                 self.path, err.reason)  # fmt: skip
+        self.reader.close()
+        self._reader = DecordReader(self.path, self.short_side)
+        return self._reader
+
     def __len__(self) -> int:
-        return len(self.reader)
+        try:
+            return len(self.reader)
+        except FrameOrderError as err:
+            return len(self._fall_back(err))
 
     @property
     def fps(self) -> float:
-        return self.reader.fps
+        try:
+            return self.reader.fps
+        except FrameOrderError as err:
+            return self._fall_back(err).fps
 
     def _decode(self, indices: list[int]) -> np.ndarray:
-        return self.reader.get_frames(indices)
+        try:
+            return self.reader.get_frames(indices)
+        except FrameOrderError as err:
+            return self._fall_back(err).get_frames(indices)
 
     def close(self) -> None:
         if self._reader is not None:
