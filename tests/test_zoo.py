@@ -114,7 +114,8 @@ def test_corrupt_or_wrong_file_is_rejected(server: Server, tmp_path: Path) -> No
     server.files["bad.pyth"] = b"\x00" * 4096
     with pytest.raises(zoo.ZooError, match="does not load"):
         zoo.download(tiny_entry(server, "bad"), tmp_path, progress=False)
-    assert not list(tmp_path.iterdir())  # nothing kept: no final file, no .part
+    kept = [p.name for p in tmp_path.iterdir() if p.name != ".zoo.download.lock"]
+    assert not kept  # nothing kept: no final file, no .part, no record
 
 
 def test_offline_error_names_url_and_manual_step(server: Server, tmp_path: Path) -> None:

@@ -115,11 +115,13 @@ class TSFCLI(LightningCLI):
 
     @staticmethod
     def check_paths(cfg: Any) -> None:
-        """Files named in the config that must exist before anything is built."""
+        """Files named in the config that must exist before anything is built; ``pretrained``
+        only without ``ckpt_path`` (a checkpoint's weights replace it, and LightningCLI puts the
+        checkpoint's saved ``pretrained`` back into the config: its file may be long gone)."""
         data_root = cfg.data.get("data_root")
         if data_root and not Path(data_root).exists():
             raise ConfigError(f"data.data_root: path does not exist: {data_root}")
-        pretrained = cfg.model.get("pretrained")
+        pretrained = None if cfg.get("ckpt_path") else cfg.model.get("pretrained")
         if pretrained and str(pretrained).startswith(zoo.PREFIX):
             try:
                 zoo.entry(str(pretrained).removeprefix(zoo.PREFIX))
@@ -146,6 +148,25 @@ class TSFCLI(LightningCLI):
             kwargs["ckpt_path"] = str(found) if found else None
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
+        self.model.resuming = bool(kwargs.get("ckpt_path"))
+        if self.trainer.local_rank == 0:  # the others load it in setup, once it is there
+            self._load_pretrained()
+
+    def _load_pretrained(self) -> None:
+        """``model.pretrained`` fetched and loaded here, in the launching process, so that a
+        missing or broken file stops the command with one line (not when resuming)."""
+        if self.model._pretrained_due():
+            try:
+                self.model.load_pretrained(download=True)
+            except (zoo.ZooError, CheckpointError, FileNotFoundError) as err:
+                raise ConfigError(f"model.pretrained: {err}") from err
+
+    def _evaluate_pretrained(self) -> None:
+        """``tsf test|validate|predict`` without ``--ckpt_path`` evaluates ``pretrained``."""
+        if not self.config_init[self.subcommand].get("ckpt_path"):
+            self._load_pretrained()
+
+    before_validate = before_test = before_predict = _evaluate_pretrained
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad
@@ -162,7 +183,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
     try:
         cli = TSFCLI()
-    except (ConfigError, BatchSplitError, AnnotationError) as err:
+    except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError) as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -9,6 +9,7 @@ video counts once under DDP. Predict: top-k classes with probabilities per video
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,7 +23,7 @@ from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import average_views
-from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
+from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,11 @@ class VideoClassifier(pl.LightningModule):
             token a strong position and time signal from step one and breaks the frame-order
             symmetry of a zero ``time_embed``: the synthetic demo learns in minutes instead of
             sitting at the order-blind ceiling. Before ``pretrained`` (which overwrites it).
-        pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
-            weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune); a path, or
-            ``zoo:NAME`` (``tsf weights list``), downloaded into the cache on first use.
+        pretrained, pretrained_kind: checkpoint loaded into ``net`` when fitting starts
+            (:meth:`setup`; not when resuming, never at init) (ImageNet timm weights or an
+            official/HF/Lightning TimeSformer checkpoint to fine-tune); a path, or ``zoo:NAME``
+            (``tsf weights list``), fetched once per node in :meth:`prepare_data`; a zoo file
+            loads in the layout of its source (``pretrained_kind`` applies to paths).
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
@@ -95,12 +98,8 @@ class VideoClassifier(pl.LightningModule):
                 for name in ("pos_embed", "time_embed"):
                     if hasattr(net, name):
                         getattr(net, name).normal_(0.0, embed_init_std)
-        if pretrained and pretrained.startswith(zoo.PREFIX):
-            pretrained = str(zoo.resolve(pretrained))  # downloaded on first use
-        if pretrained:
-            report = load_checkpoint(net, pretrained, kind=pretrained_kind,
-                                     replace_head=replace_head)  # fmt: skip
-            log.warning("%s: %s", pretrained, report)
+        self.resuming = False  # set when fit restores a checkpoint: pretrained is not loaded
+        self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
         n = net.num_classes
         self.metrics = nn.ModuleDict(
             {
@@ -114,6 +113,43 @@ class VideoClassifier(pl.LightningModule):
         self._eval: dict[str, list] = {}
         self._pending: dict[int, dict[str, Any]] = {}
         self.test_results: dict[str, Any] = {}
+
+    def _pretrained_due(self) -> bool:
+        """``pretrained`` is to be loaded: set, not loaded yet, and no checkpoint to resume."""
+        user_ckpt = self._trainer is not None and self.trainer.ckpt_path  # trainer.ckpt_path = X
+        wanted = bool(self.hparams.pretrained) and self.pretrained_from is None
+        return wanted and not (self.resuming or user_ckpt)
+
+    def load_pretrained(self, download: bool = True) -> LoadReport | None:
+        """Load ``pretrained`` into ``net`` (a ``zoo:NAME`` file verified against its recorded
+        sha256 and loaded in the layout of the source it came from; ``download=False`` waits
+        for another process's download instead of starting one). None when there is none."""
+        spec, kind = self.hparams.pretrained, self.hparams.pretrained_kind
+        if not spec:
+            return None
+        if spec.startswith(zoo.PREFIX):
+            got = zoo.fetch(spec.removeprefix(zoo.PREFIX), download=download)
+        else:
+            got = zoo.Fetched(Path(spec), kind, "file")
+        report = load_checkpoint(self.net, got.path, kind=got.kind,
+                                 replace_head=self.hparams.replace_head)  # fmt: skip
+        log.warning("%s: %s", got.path, report)
+        self.pretrained_from = got
+        return report
+
+    def prepare_data(self) -> None:
+        """Local rank zero of each node fetches ``zoo:`` weights (one download per cache folder,
+        under its file lock) while the other ranks wait at Lightning's barrier."""
+        spec = self.hparams.pretrained
+        fitting = self.trainer.state.fn == "fit"
+        if fitting and self._pretrained_due() and spec.startswith(zoo.PREFIX):
+            zoo.fetch(spec.removeprefix(zoo.PREFIX))
+
+    def setup(self, stage: str) -> None:
+        """Every rank loads ``pretrained`` when fitting from scratch; never when a checkpoint
+        is restored (its weights win, and the init file may be gone) nor to evaluate."""
+        if stage == "fit" and self._pretrained_due():
+            self.load_pretrained(download=False)
 
     def configure_model(self) -> None:
         """Compile the backbone when asked (:meth:`TimeSformer.compile_model`)."""
