@@ -186,3 +186,12 @@ def test_mirror_url_from_the_environment(servers, tmp_path: Path, monkeypatch, c
     assert (other / "tiny.pyth").read_bytes() == mirror.files["tiny.pyth"]
     assert len(mirror.requests) == 1 + len(zoo.ZOO) and release.requests == []
     assert f"timesformer_k400: not in {mirror.url}, skipped" in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written(tmp_path: Path) -> None:
+    item = zoo.ZooEntry("tiny", "tiny.pyth", "http://127.0.0.1:9/none", "test",
+                        "timesformer_tiny", 4, 5, "official")  # fmt: skip
+    (tmp_path / "file").write_text("")
+    with pytest.raises(zoo.ZooError, match=f"cannot write to {tmp_path / 'file' / 'c'} .*"
+                                           f"set {zoo.CACHE_ENV}"):  # fmt: skip
+        zoo.fetch(item, tmp_path / "file" / "c")

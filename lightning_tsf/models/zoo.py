@@ -301,10 +301,14 @@ def _download_lock(folder: Path, timeout: float) -> Iterator[None]:
 
     lock = FileLock(str(folder / ".zoo.download.lock"), timeout=timeout)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout as err:
         raise ZooError(f"waited {timeout:.0f} s for {lock.lock_file}: another process is "
                        "downloading; if none is, delete that file") from err  # fmt: skip
+    except OSError as err:  # a read-only or missing cache folder
+        raise ZooError(f"cannot write to {folder} ({err.strerror or err}); set {CACHE_ENV} to "
+                       "a writable folder") from err  # fmt: skip
     try:
         yield
     finally:
@@ -330,7 +334,6 @@ def fetch(item: ZooEntry | str, directory: str | Path | None = None, *, download
     hit = cached(item, folder)
     if hit is not None:
         return hit
-    folder.mkdir(parents=True, exist_ok=True)
     with _download_lock(folder, lock_timeout):
         hit = cached(item, folder)  # another process finished it while this one waited
         if hit is not None:
