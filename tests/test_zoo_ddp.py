@@ -17,6 +17,7 @@ from test_zoo import Server, official_file
 
 from lightning_tsf.commands.lightning import TSFCLI, cli_main
 from lightning_tsf.models import zoo
+from lightning_tsf.train.module import VideoClassifier
 
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
 NET = "--model.net.init_args."
@@ -117,6 +118,7 @@ def test_test_and_resume_after_a_local_init_file_moved(
     assert cli_main(["fit", *args, f"--ckpt_path={last}", "--trainer.max_epochs=2"]) == 0
     assert "model.pretrained" not in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # no zoo download either
+    assert not VideoClassifier.load_from_checkpoint(last).pretrained_due()  # fine-tune it further
 
     err = cli_main(["fit", *args, f"--model.pretrained={init}"])  # from scratch: named
     assert err == 2 and f"model.pretrained: file does not exist: {init}" in capsys.readouterr().err

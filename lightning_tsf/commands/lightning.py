@@ -155,7 +155,7 @@ class TSFCLI(LightningCLI):
     def _load_pretrained(self) -> None:
         """``model.pretrained`` fetched and loaded here, in the launching process, so that a
         missing or broken file stops the command with one line (not when resuming)."""
-        if self.model._pretrained_due():
+        if self.model.pretrained_due():
             try:
                 self.model.load_pretrained(download=True)
             except (zoo.ZooError, CheckpointError, FileNotFoundError) as err:

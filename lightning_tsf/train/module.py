@@ -98,7 +98,7 @@ class VideoClassifier(pl.LightningModule):
                 for name in ("pos_embed", "time_embed"):
                     if hasattr(net, name):
                         getattr(net, name).normal_(0.0, embed_init_std)
-        self.resuming = False  # set when fit restores a checkpoint: pretrained is not loaded
+        self.resuming = False  # weights come from a checkpoint: pretrained is not loaded
         self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
         n = net.num_classes
         self.metrics = nn.ModuleDict(
@@ -114,7 +114,7 @@ class VideoClassifier(pl.LightningModule):
         self._pending: dict[int, dict[str, Any]] = {}
         self.test_results: dict[str, Any] = {}
 
-    def _pretrained_due(self) -> bool:
+    def pretrained_due(self) -> bool:
         """``pretrained`` is to be loaded: set, not loaded yet, and no checkpoint to resume."""
         user_ckpt = self._trainer is not None and self.trainer.ckpt_path  # trainer.ckpt_path = X
         wanted = bool(self.hparams.pretrained) and self.pretrained_from is None
@@ -137,18 +137,22 @@ class VideoClassifier(pl.LightningModule):
         self.pretrained_from = got
         return report
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Weights from a checkpoint (``load_from_checkpoint``): ``pretrained`` never over them."""
+        self.resuming = True
+
     def prepare_data(self) -> None:
         """Local rank zero of each node fetches ``zoo:`` weights (one download per cache folder,
         under its file lock) while the other ranks wait at Lightning's barrier."""
         spec = self.hparams.pretrained
         fitting = self.trainer.state.fn == "fit"
-        if fitting and self._pretrained_due() and spec.startswith(zoo.PREFIX):
+        if fitting and self.pretrained_due() and spec.startswith(zoo.PREFIX):
             zoo.fetch(spec.removeprefix(zoo.PREFIX))
 
     def setup(self, stage: str) -> None:
         """Every rank loads ``pretrained`` when fitting from scratch; never when a checkpoint
         is restored (its weights win, and the init file may be gone) nor to evaluate."""
-        if stage == "fit" and self._pretrained_due():
+        if stage == "fit" and self.pretrained_due():
             self.load_pretrained(download=False)
 
     def configure_model(self) -> None:
