@@ -195,3 +195,14 @@ def test_a_cache_that_cannot_be_written(tmp_path: Path) -> None:
     with pytest.raises(zoo.ZooError, match=f"cannot write to {tmp_path / 'file' / 'c'} .*"
                                            f"set {zoo.CACHE_ENV}"):  # fmt: skip
         zoo.fetch(item, tmp_path / "file" / "c")
+
+
+def test_hf_hub_offline_is_honoured(servers, monkeypatch) -> None:
+    release, hub = servers
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.files[HF_NAME] = hf_file()
+    release.stop()
+    with pytest.raises(zoo.ZooError, match="hf: could not download tiny from the HF hub"):
+        zoo.fetch(hub_entry(release), progress=False, retries=0)
+    assert hub.requests == []  # offline: the hub is not asked
