@@ -152,6 +152,7 @@ def test_pretrained_timm_file_loads(
         "--model.pretrained_kind=timm",
     ]
     cli = TSFCLI(args=args, run=False)
+    cli.model.load_pretrained()  # `tsf fit` does this before training (setup when under DDP)
     assert torch.equal(cli.model.net.patch_embed.proj.weight, vit.patch_embed.proj.weight)
 
 

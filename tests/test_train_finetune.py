@@ -70,6 +70,7 @@ def test_finetune_official_checkpoint(folder_dataset: Path, tmp_path: Path, monk
 
     with caplog.at_level(logging.WARNING):
         cli = TSFCLI(args=args, run=False)
+        cli.model.load_pretrained()  # `tsf fit` does this before training
     assert "head: replaced: checkpoint 400 classes -> model 3, newly initialised" in caplog.text
     loaded = cli.model.net.state_dict()
     for key, value in state.items():

@@ -4,6 +4,7 @@ offline error, and ``zoo:NAME`` in an experiment. No test touches the internet."
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,12 @@ ROOT = Path(__file__).parents[1]
 
 class Server:
     """Serves ``files`` (name -> bytes) with Range support; ``cut`` names files whose first
-    full-length response is cut off halfway. Records each request's path and Range header."""
+    full-length response is cut off halfway. Records each request's path and Range header.
+
+    Also the HF hub's download route, as ``huggingface_hub`` uses it (a HEAD, then a GET of
+    ``/{repo}/resolve/{revision}/{filename}``, answered with ETag = sha256, X-Repo-Commit and
+    Content-Length) for the files named ``{repo}/{filename}``; recorded as ``("HEAD name",
+    None)`` and ``(name, Range)``."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -33,21 +39,40 @@ class Server:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args) -> None:  # quiet
                 pass
 
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.answer(body=False)
+
             def do_GET(self) -> None:  # noqa: N802
-                name = self.path.lstrip("/")
+                self.answer(body=True)
+
+            def answer(self, body: bool) -> None:
+                name = self.path.split("?")[0].lstrip("/")
+                parts = name.split("/")
+                hub = len(parts) == 5 and parts[2] == "resolve"
+                if hub:
+                    name = f"{parts[0]}/{parts[1]}/{parts[4]}"
                 rng = self.headers.get("Range")
-                server.requests.append((name, rng))
+                server.requests.append((name, rng) if body else (f"HEAD {name}", None))
                 if name not in server.files:
-                    self.send_error(404)
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 data = server.files[name]
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 self.send_response(206 if rng else 200)
                 self.send_header("Content-Length", str(len(data) - start))
+                if hub:
+                    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                    self.send_header("X-Repo-Commit", "c0ffee" * 6 + "c0ff")
                 self.end_headers()
+                if not body:
+                    return
                 if name in server.cut and not rng:
                     server.cut.discard(name)
                     self.wfile.write(data[: len(data) // 2])
@@ -58,6 +83,11 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Down: connections are refused from now on."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -114,7 +144,8 @@ def test_corrupt_or_wrong_file_is_rejected(server: Server, tmp_path: Path) -> No
     server.files["bad.pyth"] = b"\x00" * 4096
     with pytest.raises(zoo.ZooError, match="does not load"):
         zoo.download(tiny_entry(server, "bad"), tmp_path, progress=False)
-    assert not list(tmp_path.iterdir())  # nothing kept: no final file, no .part
+    kept = [p.name for p in tmp_path.iterdir() if p.name != ".zoo.download.lock"]
+    assert not kept  # nothing kept: no final file, no .part, no record
 
 
 def test_offline_error_names_url_and_manual_step(server: Server, tmp_path: Path) -> None:

@@ -117,11 +117,13 @@ class TSFCLI(LightningCLI):
 
     @staticmethod
     def check_paths(cfg: Any) -> None:
-        """Files named in the config that must exist before anything is built."""
+        """Files named in the config that must exist before anything is built; ``pretrained``
+        only without ``ckpt_path`` (a checkpoint's weights replace it, and LightningCLI puts the
+        checkpoint's saved ``pretrained`` back into the config: its file may be long gone)."""
         data_root = cfg.data.get("data_root")
         if data_root and not Path(data_root).exists():
             raise ConfigError(f"data.data_root: path does not exist: {data_root}")
-        pretrained = cfg.model.get("pretrained")
+        pretrained = None if cfg.get("ckpt_path") else cfg.model.get("pretrained")
         if pretrained and str(pretrained).startswith(zoo.PREFIX):
             try:
                 zoo.entry(str(pretrained).removeprefix(zoo.PREFIX))
@@ -148,33 +150,45 @@ class TSFCLI(LightningCLI):
             kwargs["ckpt_path"] = str(found) if found else None
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
+        self.model.resuming = bool(kwargs.get("ckpt_path"))
+        if self.trainer.local_rank == 0:  # the others load it in setup, once it is there
+            self._load_pretrained()
 
-    def _evaluate_as_checkpoint(self, subcommand: str, split: str) -> None:
-        """``test``/``validate``/``predict`` of a checkpoint: the data's evaluation views are
-        the checkpoint's input record (options the config sets still win), each value that
-        differs from the config's is said on stderr. Then the split is read, so a bad line
-        stops the run before a logger starts."""
-        ckpt = self.config_init[subcommand].get("ckpt_path")
+    def _load_pretrained(self) -> None:
+        """``model.pretrained`` fetched and loaded here, in the launching process, so that a
+        missing or broken file stops the command with one line (not when resuming)."""
+        if self.model.pretrained_due():
+            try:
+                self.model.load_pretrained(download=True)
+            except (zoo.ZooError, CheckpointError, FileNotFoundError) as err:
+                raise ConfigError(f"model.pretrained: {err}") from err
+
+    def _before_evaluation(self) -> None:
+        """``test``/``validate``/``predict``: the data's evaluation views are the input record
+        of what is evaluated, a ``--ckpt_path`` checkpoint's record, else the zoo record of a
+        ``zoo:`` ``pretrained`` (loaded here; evaluation options the config sets still win,
+        each value that differs from the config's is said on stderr). Then the split is read,
+        so a bad line stops the run before a logger starts."""
+        ckpt = self.config_init[self.subcommand].get("ckpt_path")
+        record: InputConfig | None = None
+        if ckpt and Path(str(ckpt)).is_file():
+            saved = read_checkpoint(str(ckpt)).get("input_config")
+            record = InputConfig.from_dict(saved, str(ckpt)) if isinstance(saved, dict) else None
+        elif not ckpt:
+            self._load_pretrained()
+            pretrained = str(self.model.hparams.get("pretrained") or "")
+            if pretrained.startswith(zoo.PREFIX):
+                record = zoo.entry(pretrained.removeprefix(zoo.PREFIX)).input_config
         if not isinstance(self.datamodule, VideoDataModule):
             return
-        record = None
-        if ckpt and Path(str(ckpt)).is_file():
-            record = read_checkpoint(str(ckpt)).get("input_config")
-        if isinstance(record, dict):
-            for line in self.datamodule.evaluate_as(InputConfig.from_dict(record, f"{ckpt}")):
-                print(f"tsf: from the checkpoint's input record: {line}", file=sys.stderr)
+        if record is not None:
+            for line in self.datamodule.evaluate_as(record):
+                print(f"tsf: from the input record: {line}", file=sys.stderr)
             print(f"tsf: evaluating with {self.datamodule.input_config.describe()} (the "
-                  "checkpoint's input record)", file=sys.stderr)  # fmt: skip
-        self.datamodule.setup(split)
+                  "input record of what is evaluated)", file=sys.stderr)  # fmt: skip
+        self.datamodule.setup(self.subcommand)
 
-    def before_test(self) -> None:
-        self._evaluate_as_checkpoint("test", "test")
-
-    def before_validate(self) -> None:
-        self._evaluate_as_checkpoint("validate", "validate")
-
-    def before_predict(self) -> None:
-        self._evaluate_as_checkpoint("predict", "predict")
+    before_validate = before_test = before_predict = _before_evaluation
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad
@@ -191,7 +205,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
     try:
         cli = TSFCLI()
-    except (ConfigError, BatchSplitError, AnnotationError) as err:
+    except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError) as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,7 +26,7 @@ from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
-from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
+from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
 from lightning_tsf.train.compile import compile_timesformer
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
@@ -52,9 +53,11 @@ class VideoClassifier(pl.LightningModule):
             token a strong position and time signal from step one and breaks the frame-order
             symmetry of a zero ``time_embed``: the synthetic demo learns in minutes instead of
             sitting at the order-blind ceiling. Before ``pretrained`` (which overwrites it).
-        pretrained, pretrained_kind: checkpoint loaded into ``net`` at init (ImageNet timm
-            weights or an official/HF/Lightning TimeSformer checkpoint to fine-tune); a path, or
-            ``zoo:NAME`` (``tsf weights list``), downloaded into the cache on first use.
+        pretrained, pretrained_kind: checkpoint loaded into ``net`` when fitting starts
+            (:meth:`setup`; not when resuming, never at init) (ImageNet timm weights or an
+            official/HF/Lightning TimeSformer checkpoint to fine-tune); a path, or ``zoo:NAME``
+            (``tsf weights list``), fetched once per node in :meth:`prepare_data`; a zoo file
+            loads in the layout of its source (``pretrained_kind`` applies to paths).
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
@@ -100,12 +103,8 @@ class VideoClassifier(pl.LightningModule):
                 for name in ("pos_embed", "time_embed"):
                     if hasattr(net, name):
                         getattr(net, name).normal_(0.0, embed_init_std)
-        if pretrained and pretrained.startswith(zoo.PREFIX):
-            pretrained = str(zoo.resolve(pretrained))  # downloaded on first use
-        if pretrained:
-            report = load_checkpoint(net, pretrained, kind=pretrained_kind,
-                                     replace_head=replace_head)  # fmt: skip
-            log.warning("%s: %s", pretrained, report)
+        self.resuming = False  # weights come from a checkpoint: pretrained is not loaded
+        self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
         n = net.num_classes
         self.metrics = nn.ModuleDict(
             {
@@ -122,15 +121,28 @@ class VideoClassifier(pl.LightningModule):
         self._views = ViewAccumulator()  # test and predict: view scores until a video is whole
         self.test_results: dict[str, Any] = {}
 
-    def setup(self, stage: str) -> None:
-        """Resolve the input record when training starts: the data's (views, normalisation,
-        classes) with the backbone's scheme and preset. A record read from a checkpoint
-        (resume, test) is kept as saved."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and self.input_config is None and isinstance(datamodule,
-                                                                       VideoDataModule):
-            self.input_config = replace(datamodule.input_config, scheme=self.net.attention_type,
-                                        preset=preset_of(self.net))  # fmt: skip
+    def pretrained_due(self) -> bool:
+        """``pretrained`` is to be loaded: set, not loaded yet, and no checkpoint to resume."""
+        user_ckpt = self._trainer is not None and self.trainer.ckpt_path  # trainer.ckpt_path = X
+        wanted = bool(self.hparams.pretrained) and self.pretrained_from is None
+        return wanted and not (self.resuming or user_ckpt)
+
+    def load_pretrained(self, download: bool = True) -> LoadReport | None:
+        """Load ``pretrained`` into ``net`` (a ``zoo:NAME`` file verified against its recorded
+        sha256 and loaded in the layout of the source it came from; ``download=False`` waits
+        for another process's download instead of starting one). None when there is none."""
+        spec, kind = self.hparams.pretrained, self.hparams.pretrained_kind
+        if not spec:
+            return None
+        if spec.startswith(zoo.PREFIX):
+            got = zoo.fetch(spec.removeprefix(zoo.PREFIX), download=download)
+        else:
+            got = zoo.Fetched(Path(spec), kind, "file")
+        report = load_checkpoint(self.net, got.path, kind=got.kind,
+                                 replace_head=self.hparams.replace_head)  # fmt: skip
+        log.warning("%s: %s", got.path, report)
+        self.pretrained_from = got
+        return report
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Every checkpoint carries the input record (``checkpoint["input_config"]``)."""
@@ -138,9 +150,34 @@ class VideoClassifier(pl.LightningModule):
             checkpoint["input_config"] = self.input_config.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The record as saved (a checkpoint from before records has none: kept as is)."""
+        """Weights from a checkpoint: ``pretrained`` never over them; the input record as
+        saved (a checkpoint from before records has none: kept as is)."""
+        self.resuming = True
         if isinstance(checkpoint.get("input_config"), dict):
             self.input_config = InputConfig.from_dict(checkpoint["input_config"])
+
+    def prepare_data(self) -> None:
+        """Local rank zero of each node fetches ``zoo:`` weights (one download per cache folder,
+        under its file lock) while the other ranks wait at Lightning's barrier."""
+        spec = self.hparams.pretrained
+        fitting = self.trainer.state.fn == "fit"
+        if fitting and self.pretrained_due() and spec.startswith(zoo.PREFIX):
+            zoo.fetch(spec.removeprefix(zoo.PREFIX))
+
+    def setup(self, stage: str) -> None:
+        """When fitting: every rank loads ``pretrained`` when fitting from scratch (never when
+        a checkpoint is restored: its weights win, and the init file may be gone; never to
+        evaluate), and the input record is resolved once: the data's (views, normalisation,
+        classes) with the backbone's scheme and preset. A record read from a checkpoint
+        (resume, test) is kept as saved."""
+        if stage != "fit":
+            return
+        if self.pretrained_due():
+            self.load_pretrained(download=False)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.input_config is None and isinstance(datamodule, VideoDataModule):
+            self.input_config = replace(datamodule.input_config, scheme=self.net.attention_type,
+                                        preset=preset_of(self.net))  # fmt: skip
 
     def configure_model(self) -> None:
         """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
