@@ -116,8 +116,10 @@ def kinetics(root: str, frames: int, rate: int, crop: int, scale: list[int]) -> 
         "crop_size": crop,
         "train_scale": scale,
         "horizontal_flip": True,
-        "num_spatial_crops": 3,
-        "num_temporal_views": 1,
+        # evaluation views: null = 3 crops x 1 clip when training (the paper's test), and
+        # what the checkpoint's input record says when testing or predicting with one
+        "num_spatial_crops": None,
+        "num_temporal_views": None,
         "batch_size": 8,
         "num_workers": None,  # the process's share of the cores, less one (data/loader.py)
     }
@@ -135,8 +137,10 @@ def ssv2(frames: int, crop: int) -> dict:
         "crop_size": crop,
         "train_scale": [256, 320] if crop == 224 else [448, 512],
         "horizontal_flip": False,  # left/right is in the labels
-        "num_spatial_crops": 3,
-        "num_temporal_views": 1,
+        # evaluation views: null = 3 crops x 1 clip when training (the paper's test), and
+        # what the checkpoint's input record says when testing or predicting with one
+        "num_spatial_crops": None,
+        "num_temporal_views": None,
         "batch_size": 8,
         "num_workers": None,  # the process's share of the cores, less one (data/loader.py)
     }
@@ -224,8 +228,10 @@ def synthetic_data(batch: int = 16, workers: int = 2) -> dict:
         "crop_size": 32,
         "train_scale": [32, 36],
         "horizontal_flip": False,  # a flip turns move_right into move_left
-        "num_spatial_crops": 3,
-        "num_temporal_views": 1,
+        # evaluation views: null = 3 crops x 1 clip when training (the paper's test), and
+        # what the checkpoint's input record says when testing or predicting with one
+        "num_spatial_crops": None,
+        "num_temporal_views": None,
         "batch_size": batch,
         "num_workers": workers,
         "pin_memory": False,
