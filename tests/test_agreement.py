@@ -139,7 +139,8 @@ def ssv2_layout(synthetic: Path, root: Path) -> Path:
 
 def test_ssv2_checkpoint_every_path_agrees(tiny_synthetic: Path, tmp_path: Path) -> None:
     """SSv2: segment sampling and 3 crops at short side = crop, from the record."""
-    args = data_args(ssv2_layout(tiny_synthetic, tmp_path / "ssv2"), tmp_path / "run", "--data.format=ssv2", "--data.sampler=null",
+    root = ssv2_layout(tiny_synthetic, tmp_path / "ssv2")
+    args = data_args(root, tmp_path / "run", "--data.format=ssv2", "--data.sampler=null",
                      "--data.video_ext=.mp4",
                      "--data.train_scale=[40, 48]")  # fmt: skip
     ckpt = fit(args)

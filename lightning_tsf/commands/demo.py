@@ -91,6 +91,7 @@ def run_experiment(
     ckpt = cli.trainer.checkpoint_callback
     return {
         **cli.model.test_results,
+        "num_views": cli.datamodule.input_config.num_views,
         "val_acc1": float(val) if val is not None else float("nan"),
         "fit_seconds": fit_seconds,
         "epochs": cli.trainer.current_epoch,
@@ -112,7 +113,7 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
     net = model.net.eval()
     tsne = out / "tsne.png"
     save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
-              mean=datamodule.mean, std=datamodule.std)  # fmt: skip
+              mean=datamodule.input_config.mean, std=datamodule.input_config.std)  # fmt: skip
     dataset = datamodule.make_dataset("test")
     firsts: dict[int, int] = {}  # middle view of the first video of each class
     for i in range(0, len(dataset), dataset.num_views):
@@ -122,7 +123,7 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
     views = [i for _, i in sorted(firsts.items())]
     items = [dataset[i] for i in views]
     clips = torch.stack([it["video"] for it in items])  # uint8
-    videos = normalize_video(clips, datamodule.mean, datamodule.std)
+    videos = normalize_video(clips, datamodule.input_config.mean, datamodule.input_config.std)
     frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
     spec = dataset.spec
     indices = [clip_frame_indices(it["path"], spec, spec.split(i % dataset.num_views)[0])
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "",
         "=" * 72,
-        f"test top-1 (video level, 3 views) {100 * res['acc1']:.1f}%, "
+        f"test top-1 (video level, {res['num_views']} views) {100 * res['acc1']:.1f}%, "
         f"top-5 {100 * res['acc5']:.1f}%",
         f"{res['summary']}; trained {res['epochs']} epochs in {res['fit_seconds']:.0f}s, "
         f"total {total:.0f}s",

@@ -13,5 +13,7 @@ def config_path(name: str = DEMO) -> Path:
     resource = files(__name__) / name
     if not resource.is_file():
         raise FileNotFoundError(f"no packaged experiment file {name!r}")
-    with as_file(resource) as path:  # a real file for zip installs too (kept for the process)
+    # pip installs the package as a folder: ``as_file`` then gives the file itself. (From a
+    # zipped package it would give a temporary copy, deleted when the block ends: unsupported.)
+    with as_file(resource) as path:
         return Path(path)

@@ -134,7 +134,6 @@ class VideoDataModule(pl.LightningDataModule):
             ssv2 if inverse_uniform_scale is None else inverse_uniform_scale
         )
         self.batch_size = batch_size
-        self.mean, self.std = tuple(mean), tuple(std)
         if format != "folder":
             for stage in ("train", "val"):
                 require(self.data_root / self.splits[stage], f"{stage} annotation file")

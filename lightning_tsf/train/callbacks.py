@@ -197,8 +197,10 @@ class GlobalBatchSize(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Appends ``predict_step`` outputs (one JSON object per video) to ``output``
-    (default ``<log dir>/predictions.rank<R>.jsonl``)."""
+    """Appends ``predict_step`` outputs (one JSON object per video: the prediction record of
+    :class:`~lightning_tsf.inference.Prediction` with its ``video_index``, or ``path`` and
+    ``error``) to ``output`` (default ``<log dir>/predictions.jsonl``; under DDP each rank
+    writes its own, ``predictions.rank<R>.jsonl``)."""
 
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="batch")
