@@ -20,12 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.inference import load_model
 from lightning_tsf.models import TimeSformer
-from lightning_tsf.train.compile import uncompiled
+
+
+@contextmanager
+def uncompiled(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with its and its submodules' compilation off for the duration (exporters and
+    tracers need the eager code); the compiled calls are restored afterwards."""
+    saved = {m: m._compiled_call_impl for m in module.modules()}
+    saved = {m: call for m, call in saved.items() if call is not None}
+    for m in saved:
+        m._compiled_call_impl = None
+    try:
+        yield module
+    finally:
+        for m, call in saved.items():
+            m._compiled_call_impl = call
+
 
 FORMATS = ("onnx", "torch-export")
 INPUT_NAME, OUTPUT_NAME = "video", "logits"

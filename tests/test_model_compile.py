@@ -17,6 +17,7 @@ from torch import nn
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.testing import CompileCounter
 
+from lightning_tsf.export import uncompiled
 from lightning_tsf.models import BLOCKS, TimeSformer
 from lightning_tsf.models.timesformer import DropPath
 from lightning_tsf.train.compile import (
@@ -25,7 +26,6 @@ from lightning_tsf.train.compile import (
     compile_timesformer,
     compiled_path,
     is_compiler_error,
-    uncompiled,
 )
 
 SMALL = dict(img_size=32, patch_size=8, num_frames=4, num_classes=5, embed_dim=32, num_heads=2)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -167,18 +167,3 @@ def compile_timesformer(net: TimeSformer, **compile_kwargs) -> None:
 
     _compile(net, to_blocks, **whole)
     log.info("compile: the whole model as one graph (the blocks, then eager, if that fails)")
-
-
-@contextmanager
-def uncompiled(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` with its and its submodules' compilation off for the duration (exporters and
-    tracers need the eager code); the compiled calls are restored afterwards."""
-    saved = {m: m._compiled_call_impl for m in module.modules()}
-    saved = {m: call for m, call in saved.items() if call is not None}
-    for m in saved:
-        m._compiled_call_impl = None
-    try:
-        yield module
-    finally:
-        for m, call in saved.items():
-            m._compiled_call_impl = call

@@ -267,9 +267,11 @@ class VideoClassifier(pl.LightningModule):
     def _add_views(self, batch: VideoBatch) -> None:
         """Softmax of the batch's decodable views into the per-video accumulator."""
         valid = torch.as_tensor(batch["valid"]).bool()
-        probs = self(batch["video"][valid.to(self.device)]).float().softmax(-1)
+        rows = {}
+        if valid.any():
+            rows["probs"] = self(batch["video"][valid.to(self.device)]).float().softmax(-1)
         self._views.add(batch["video_index"], batch["label"], batch["path"], valid,
-                        batch.get("error"), probs=probs)  # fmt: skip
+                        batch.get("error"), **rows)  # fmt: skip
 
     def test_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Collect per-view softmax; unreadable videos are recorded with their reason."""
