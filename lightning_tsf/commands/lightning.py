@@ -105,6 +105,10 @@ class TSFCLI(LightningCLI):
         trainer = cfg.trainer
         if trainer.get("precision") is None:
             trainer.precision = resolve_precision(trainer)
+        if self.subcommand in ("fit", None):  # None: TSFCLI(run=False), then trainer.fit
+            self.plan_batch(cfg)
+        if cfg.data.get("seed") is None and cfg.get("seed_everything") is not None:
+            cfg.data.seed = int(cfg.seed_everything)  # the loader's draws follow the run's seed
         root = trainer.get("default_root_dir")
         if not root:
             return
@@ -114,6 +118,21 @@ class TSFCLI(LightningCLI):
         for _, init in _init_args(trainer.get("logger")):
             if init is not None and str(init.get("save_dir", "")) == ".":
                 init.save_dir = str(root)
+
+    @staticmethod
+    def plan_batch(cfg: Any) -> None:
+        """The batch plan, decided once before anything is built and written into the config
+        (so into ``config.yaml``): ``GlobalBatchSize``'s per-device batch (at most
+        ``data.batch_size``), ``trainer.accumulate_grad_batches`` and ``model.lr_scale`` for
+        the devices the Trainer config asks for. Raises :class:`BatchSplitError` when none."""
+        for class_path, init in _init_args(cfg.trainer.get("callbacks")):
+            if class_path.endswith("GlobalBatchSize"):
+                callback = GlobalBatchSize(**dict(init or {}))
+                devices = configured_world_size(cfg.trainer)
+                batch, accumulate, lr_scale = callback.plan(devices, int(cfg.data.batch_size))
+                cfg.data.batch_size = batch
+                cfg.trainer.accumulate_grad_batches = accumulate
+                cfg.model.lr_scale = lr_scale
 
     @staticmethod
     def check_paths(cfg: Any) -> None:
@@ -143,7 +162,8 @@ class TSFCLI(LightningCLI):
         ``--ckpt_path=latest`` (see :func:`~lightning_tsf.train.callbacks.latest_checkpoint`)."""
         for callback in self.trainer.callbacks:
             if isinstance(callback, GlobalBatchSize):
-                callback.plan(self.trainer.world_size, self.datamodule.batch_size)
+                callback.check(self.trainer.world_size, self.datamodule.batch_size,
+                               self.trainer.accumulate_grad_batches)  # fmt: skip
         kwargs = self.config_init["fit"]
         if kwargs.get("ckpt_path") == "latest":
             found = latest_checkpoint(self.trainer.default_root_dir)
@@ -199,17 +219,34 @@ class TSFCLI(LightningCLI):
             raise ConfigError(str(err)) from err
 
 
+def configured_world_size(trainer_cfg: Any) -> int:
+    """Processes a Trainer of this config runs: devices per node (a count, a list or a
+    ``"0,1"`` string of ids; ``auto``/-1: every visible GPU when training on one, else 1, as
+    Lightning resolves them) times ``num_nodes``."""
+    devices = trainer_cfg.get("devices", "auto")
+    nodes = int(trainer_cfg.get("num_nodes") or 1)
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        ids = [d for d in devices.split(",") if d.strip()]
+        devices = ids if "," in devices else int(devices)
+    if isinstance(devices, list | tuple):
+        return len(devices) * nodes
+    if devices in ("auto", -1, "-1"):
+        accelerator = str(trainer_cfg.get("accelerator") or "auto")
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return (gpus if accelerator in ("auto", "gpu", "cuda") and gpus else 1) * nodes
+    return int(devices) * nodes
+
+
 def cli_main(argv: list[str] | None = None) -> int:
-    """Run ``TSFCLI`` on ``argv`` (``[subcommand, ...]``); config errors exit 2 with a message."""
-    cli, saved_argv = None, sys.argv
-    sys.argv = ["tsf", *(sys.argv[1:] if argv is None else argv)]  # parsed from sys.argv
+    """Run ``TSFCLI`` on ``argv`` (``[subcommand, ...]``, default the process's arguments);
+    config errors exit 2 with a message."""
+    cli = None
     try:
-        cli = TSFCLI()
+        cli = TSFCLI(args=list(sys.argv[1:] if argv is None else argv))
     except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError) as err:
         print(f"tsf: error: {err}", file=sys.stderr)
         return 2
     finally:
-        sys.argv = saved_argv
         if cli is not None:
             finish_wandb(cli.trainer)
     return 0

@@ -11,7 +11,6 @@ missing path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
+from lightning_tsf.data.trainer_state import batches_done_this_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 
 
@@ -79,6 +79,8 @@ class VideoDataModule(pl.LightningDataModule):
         backend: ``"auto"`` (default: PyAV on prepared files, decord elsewhere), decord, pyav.
         decode_short_side: decode sources whose short side is larger at this short side.
         multiprocessing_context: DataLoader worker start method (None = platform default).
+        seed: the training order's and the clips' random draws (:class:`SeededTrainSampler`);
+            None = the run's ``seed_everything`` (``tsf fit`` writes it here), else 0.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class VideoDataModule(pl.LightningDataModule):
         backend: str = "auto",
         decode_short_side: int | None = None,
         multiprocessing_context: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -282,9 +285,9 @@ class VideoDataModule(pl.LightningDataModule):
         sampler: DistributedSampler | None = None
         generator = None
         if train:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+            seed = global_seed() if hp.seed is None else hp.seed
             sampler = SeededTrainSampler(
-                dataset, seed, skip=lambda: self._trained_this_epoch() * batch_size
+                dataset, seed, skip=lambda: batches_done_this_epoch(self.trainer) * batch_size
             )
             # The loader's own generator: creating an iterator (each epoch, and on a resume
             # mid-epoch) then takes nothing from the global RNG that dropout and mixup use.
@@ -305,13 +308,6 @@ class VideoDataModule(pl.LightningDataModule):
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
         )
-
-    def _trained_this_epoch(self) -> int:
-        """Batches of the current epoch already trained: non-zero when a run was restored
-        from a mid-epoch checkpoint (SLURM pre-emption), read from the Trainer's loop state."""
-        if self.trainer is None:
-            return 0
-        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.completed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled random clips, one per video (:class:`SeededTrainSampler`: under DDP each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import zipfile
@@ -13,10 +14,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.train.module import VideoClassifier
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -164,15 +164,29 @@ class GlobalBatchSize(Callback):
         accumulate = max(1, round(target / (max_batch * devices)))
         return max_batch, accumulate, max_batch * devices * accumulate / target
 
+    def check(self, devices: int, batch: int, accumulate: int) -> None:
+        """Raise :class:`BatchSplitError` when the run does not have the planned global batch
+        (the plan was made for another number of devices than the Trainer has)."""
+        effective = batch * devices * accumulate
+        if effective != self.global_batch_size and not self.scale_lr:
+            raise BatchSplitError(
+                f"global batch {effective} = {batch} per device x {devices} devices x "
+                f"{accumulate} accumulated, not the configured {self.global_batch_size}: the "
+                "batch plan was made for another device count; give trainer.devices and "
+                "trainer.num_nodes as numbers"
+            )
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Say (and log) the plan the run has; warn when one global batch is more than the
+        training split holds. The plan itself is made before the Trainer exists (``tsf fit``
+        writes it into the config: ``data.batch_size``, ``trainer.accumulate_grad_batches``,
+        ``model.lr_scale``); nothing is changed here."""
         if stage != "fit" or not isinstance(trainer.datamodule, VideoDataModule):
             return
         datamodule, devices = trainer.datamodule, trainer.world_size
-        batch, accumulate, lr_scale = self.plan(devices, datamodule.batch_size)
-        datamodule.batch_size = batch
-        trainer.accumulate_grad_batches = accumulate
-        if isinstance(pl_module, VideoClassifier):
-            pl_module.lr_scale = lr_scale
+        batch, accumulate = datamodule.batch_size, trainer.accumulate_grad_batches
+        self.check(devices, batch, accumulate)
+        lr_scale = float(getattr(pl_module, "hparams", {}).get("lr_scale", 1.0))
         effective = batch * devices * accumulate
         summary = {"global_batch": effective, "per_device_batch": batch, "devices": devices,
                    "accumulate_grad_batches": accumulate, "lr_scale": lr_scale}  # fmt: skip
@@ -181,6 +195,10 @@ class GlobalBatchSize(Callback):
             f"accumulated (configured {self.global_batch_size}"
             + (f"; lr scaled by {lr_scale:.4g})" if lr_scale != 1.0 else ")")
         )
+        clips = len(datamodule.records("train")) if "train" not in datamodule.datasets else len(
+            datamodule.datasets["train"])  # fmt: skip
+        if clips < effective:
+            rank_zero_warn(small_dataset_warning(clips, batch, devices, accumulate))
         for logger in trainer.loggers:
             logger.log_hyperparams({"batch": summary})
 
@@ -194,6 +212,27 @@ class GlobalBatchSize(Callback):
             f"{', ...' if len(counts) > 12 else ''}; or set GlobalBatchSize scale_lr: true to "
             f"train at the nearest global batch with the learning rate scaled linearly."
         )
+
+
+def steps_per_epoch(clips: int, batch: int, devices: int, accumulate: int) -> int:
+    """Optimizer steps in one epoch of ``clips`` training clips (each rank its share, the last
+    batch dropped only when a rank has a whole one, a partial accumulation stepped)."""
+    per_rank = math.ceil(clips / devices)
+    batches = per_rank // batch if per_rank >= batch else 1
+    return max(1, math.ceil(batches / accumulate))
+
+
+def small_dataset_warning(clips: int, batch: int, devices: int, accumulate: int) -> str:
+    """The warning for a training split smaller than one global batch, with the numbers and
+    what to change."""
+    effective = batch * devices * accumulate
+    steps = steps_per_epoch(clips, batch, devices, accumulate)
+    return (
+        f"the training split has {clips} clips, fewer than one global batch of {effective} "
+        f"({batch} per device x {devices} devices x {accumulate} accumulated): {steps} optimizer "
+        f"step(s) per epoch on {clips} clips. Lower GlobalBatchSize's global_batch_size (and "
+        "model.lr with it), or train on more videos."
+    )
 
 
 class PredictionWriter(BasePredictionWriter):

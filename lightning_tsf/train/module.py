@@ -62,6 +62,8 @@ class VideoClassifier(pl.LightningModule):
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
             with a warning if compiling fails); state-dict keys are unchanged.
+        lr_scale: factor on ``lr``, written by ``tsf fit``'s batch plan when
+            ``GlobalBatchSize(scale_lr=True)`` trains at another global batch (1 otherwise).
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
             after the transfer (linked from the data by the CLI).
     """
@@ -90,6 +92,7 @@ class VideoClassifier(pl.LightningModule):
         pretrained_kind: str = "auto",
         replace_head: bool = True,
         compile: bool = False,
+        lr_scale: float = 1.0,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
     ) -> None:
@@ -114,7 +117,6 @@ class VideoClassifier(pl.LightningModule):
             }
         )
         self.val_loss = MeanMetric()  # a metric object: every rank logs it, even with no clip
-        self.lr_scale = 1.0  # set by GlobalBatchSize(scale_lr=True) when it scales the lr
         # What the model expects as input: resolved once when training starts (from the data
         # and the backbone), saved in every checkpoint, read back from one (InputConfig).
         self.input_config: InputConfig | None = None
@@ -346,7 +348,7 @@ class VideoClassifier(pl.LightningModule):
         optimizer = build_optimizer(
             self.net,
             hp.optimizer,
-            lr=hp.lr * self.lr_scale,
+            lr=hp.lr * hp.lr_scale,
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
