@@ -29,7 +29,9 @@ class ViewSpec:
     """How clips are cut from a video (defaults: the paper's 8×32 clips, 224 crops, 1 view).
 
     ``test_short_side``: the short side an evaluation clip is resized to before its crops are
-    cut (None: ``crop_size``; the official 1-crop test uses 256, see the DataModule).
+    cut (None: ``crop_size``; the official 1-crop test uses 256: the rule lives in
+    :func:`~lightning_tsf.data.inputs.resolve_input_config`, and a model's views come from its
+    :class:`~lightning_tsf.data.inputs.InputConfig`).
     ``decode_short_side`` asks the decoder to scale sources down while decoding (None: decode
     at the source size).
     """
