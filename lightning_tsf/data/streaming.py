@@ -64,7 +64,7 @@ class ShardVideoDataset(StreamingDataset):
         super().__init__(input_dir, shuffle=train, drop_last=train, seed=seed)
         self.train = train
         self.spec = replace(spec, num_temporal_views=1, num_spatial_crops=1) if train else spec
-        self.transform = transform
+        self.clip_transform = transform
         self.train_seed = seed
         self.num_records = num_records
         self.num_videos = num_videos  # in the split, over all ranks (the test summary's total)
@@ -97,14 +97,14 @@ class ShardVideoDataset(StreamingDataset):
         return np.random.default_rng(self._seeds[1][video_index])
 
     def _train_item(self, sample: dict) -> VideoSample:
-        assert self.transform is not None
+        assert self.clip_transform is not None
         rng = self._item_rng(int(sample["index"]))
         failed: list[str] = []
         while True:
             reader = self._reader(sample)
             try:
                 frames = decode_clip(reader, self.spec, train=True, rng=rng)
-                return self._sample(sample, 0, len(failed), self.transform(frames, rng))
+                return self._sample(sample, 0, len(failed), self.clip_transform(frames, rng))
             except VideoDecodeError as err:
                 log_failure(err)
                 failed.append(str(sample["id"]))
