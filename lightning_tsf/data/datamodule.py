@@ -391,6 +391,9 @@ class VideoDataModule(pl.LightningDataModule):
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
+            batches_done=(lambda: batches_done_this_epoch(self.trainer)) if train else None,
+            # workers' base seed from the loader's own generator, not the global RNG (mixup)
+            generator=torch.Generator().manual_seed(self._seed()) if train else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -18,6 +18,7 @@ the last worker, so every video is scored once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -147,9 +148,21 @@ class ShardLoader(StreamingDataLoader):
     """LitData's loader; its state (Lightning saves it in checkpoints) resumes mid-epoch.
 
     A resume with the world size, worker count and batch size it was saved with replays the
-    epoch exactly; with others it says (once, as a warning) what LitData will do instead."""
+    epoch exactly; with others it says (once, as a warning) what LitData will do instead.
+    ``batches_done`` (the Trainer's training batches done in the restored epoch): where it is 0
+    the run restarts at an epoch boundary (a checkpoint saved at an epoch's end, perhaps one cut
+    by ``limit_train_batches``), so only the epoch count is restored and the next epoch starts
+    afresh, as in an uninterrupted run."""
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
+        if self.batches_done is not None and self.batches_done() == 0:
+            self.current_epoch = obj["current_epoch"]
+            return
         note = resume_note(obj, world_size=_world_size(), num_workers=self.num_workers or 1,
                            batch_size=int(self.batch_size or 1))  # fmt: skip
         if note:
