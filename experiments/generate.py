@@ -179,6 +179,14 @@ def experiments() -> dict[str, tuple[str, dict]]:
                 f"Table 1 ({ds.upper()}): attention scheme {attn}, TimeSformer 8x224.",
                 {"trainer": trainer(name), "model": paper_model(attn), "data": data},
             )
+    shards = kinetics("data/kinetics400_shards", 8, 32, 224, [256, 320])
+    # a `tsf shard` output: format, class names and splits come from its shards.json
+    shards.update(source="shards")
+    out["k400_timesformer_shards"] = (
+        "K400 timesformer streamed from LitData shards (`tsf shard data/kinetics400 "
+        "data/kinetics400_shards`): the same clips as k400_timesformer, few file opens.",
+        {"trainer": trainer("k400_timesformer_shards"), "model": paper_model(), "data": shards},
+    )
     ft = paper_model(pretrained="zoo:timesformer_k400")
     ft.update(pretrained_kind="official", lr=0.0005, milestones=[7, 9])
     data = kinetics("data/my_videos", 8, 32, 224, [256, 320])

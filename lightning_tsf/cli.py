@@ -28,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "tsne": Command("files", "tsne_main", "t-SNE plot of a features-files folder"),
     "check-videos": Command("data", "check_videos_main", "list the unreadable videos of a dataset"),
     "prepare": Command("data", "prepare_main", "re-encode a dataset for fast training reads"),
+    "shard": Command("data", "shard_main", "write a dataset as LitData shards (streaming)"),
     "bench-data": Command("bench", "main", "is the loader fast enough for the GPU? clips/s"),
     "make-synthetic": Command("data", "synthetic_main", "write the synthetic motion dataset"),
     "weights": Command("weights", "main", "pretrained checkpoints: list, download"),

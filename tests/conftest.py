@@ -149,6 +149,16 @@ def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_dataset(root, num_train=16, num_val=8, num_test=7, size=32, num_workers=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny_synthetic` written by ``tsf shard`` (32 px, one chunk per split)."""
+    from lightning_tsf.data.shards import write_shards
+
+    out = tmp_path_factory.mktemp("tiny_shards") / "shards"
+    write_shards(tiny_synthetic, out, short_side=32, num_workers=1, progress=False)
+    return out
+
+
 @pytest.fixture
 def tiny_overrides(tiny_synthetic: Path) -> Callable[[Path], list[str]]:
     """``f(run_dir)``: LightningCLI overrides that shrink any experiment file to a CPU-sized

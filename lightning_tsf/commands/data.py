@@ -1,4 +1,5 @@
-"""``tsf check-videos``, ``tsf prepare`` and ``tsf make-synthetic`` (argparse, return codes)."""
+"""``tsf check-videos``, ``tsf prepare``, ``tsf shard`` and ``tsf make-synthetic`` (argparse,
+return codes)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,49 @@ def prepare_main(argv: list[str]) -> int:
         print(f"{path}\t{reason}")
     print(report.summary(), file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def shard_main(argv: list[str]) -> int:
+    """Write a dataset's train/val/test splits as LitData shards of prepared-format videos;
+    exit 1 if some sources were unreadable (listed in OUT/<split>.failed.txt), 2 on an error."""
+    from lightning_tsf.data.prepare import Encoding
+    from lightning_tsf.data.shards import ShardError, write_shards
+
+    p = argparse.ArgumentParser(prog="tsf shard", description=shard_main.__doc__)
+    p.add_argument("src_root")
+    p.add_argument("out", help="a new local folder (s3://bucket/prefix: object storage)")
+    p.add_argument("--format", choices=FORMATS, default="kinetics")
+    for split in ("train", "val", "test"):
+        p.add_argument(f"--{split}-split", help="annotation file (folder for 'folder') under "
+                       "src_root; default: the format's")  # fmt: skip
+    p.add_argument("--class-names-file", help="default: classnames.txt / labels.json")
+    p.add_argument("--video-dir", default="", help="SSv2: folder of the videos under src_root")
+    p.add_argument("--video-ext", default=".webm", help="SSv2: video file extension")
+    p.add_argument("--short-side", type=int, default=256, help="256 (official) or 320")
+    p.add_argument("--keyint", type=int, default=Encoding.keyint, help="frames between keyframes")
+    p.add_argument("--crf", type=int, default=Encoding.crf, help="x264 quality (lower = better)")
+    p.add_argument("--preset", default=Encoding.preset, help="x264 speed preset")
+    p.add_argument("--chunk-bytes", default="64MB", help="target size of one chunk file")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
+    try:
+        report = write_shards(
+            args.src_root, args.out, format=args.format, splits=splits,
+            class_names_file=args.class_names_file, video_dir=args.video_dir,
+            video_ext=args.video_ext, short_side=args.short_side,
+            encoding=Encoding(args.keyint, args.crf, args.preset), chunk_bytes=args.chunk_bytes,
+            num_workers=args.workers, progress=not args.no_progress,
+        )  # fmt: skip
+    except (OSError, ValueError, ShardError) as err:  # AnnotationError is a ValueError
+        print(f"tsf shard: {err}", file=sys.stderr)
+        return 2
+    failed = [(split, path, why) for split, rows in report.failed.items() for path, why in rows]
+    for split, path, why in failed:
+        print(f"{split}\t{path}\t{why}")
+    print(f"tsf shard: {report.summary()}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def synthetic_main(argv: list[str]) -> int:

@@ -32,6 +32,7 @@ from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
+from lightning_tsf.data.shards import ShardError, is_shard_folder, read_metadata, split_dir
 from lightning_tsf.data.trainer_state import batches_done_this_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 
@@ -81,6 +82,11 @@ class VideoDataModule(pl.LightningDataModule):
         multiprocessing_context: DataLoader worker start method (None = platform default).
         seed: the training order's and the clips' random draws (:class:`SeededTrainSampler`);
             None = the run's ``seed_everything`` (``tsf fit`` writes it here), else 0.
+        source: ``"files"`` (videos opened by their annotated paths) or ``"shards"`` (a
+            ``tsf shard`` output at ``data_root``, streamed through LitData and decoded from
+            memory; format, class names and splits come from its ``shards.json``, the split
+            arguments are unused); None = ``"shards"`` where ``data_root`` holds a
+            ``shards.json``, else ``"files"``.
     """
 
     def __init__(
@@ -116,12 +122,21 @@ class VideoDataModule(pl.LightningDataModule):
         decode_short_side: int | None = None,
         multiprocessing_context: str | None = None,
         seed: int | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if format not in FORMATS:
             raise ValueError(f"format={format!r}; expected one of {FORMATS}")
-        self.data_root = require(Path(data_root), "data_root")
+        if source not in (None, "files", "shards"):
+            raise ValueError(f"source={source!r}; expected 'files', 'shards' or null")
+        self.source = source or ("shards" if is_shard_folder(data_root) else "files")
+        self.shard_meta: dict | None = None
+        if self.source == "shards":
+            self.shard_meta = read_metadata(data_root)
+            format = self.shard_meta["format"]
+        self.data_root = Path(data_root) if self.shard_meta else require(Path(data_root),
+                                                                          "data_root")
         self.format = format
         train_default, val_default, test_default = DEFAULT_SPLITS[format]
         self.splits = {
@@ -137,12 +152,16 @@ class VideoDataModule(pl.LightningDataModule):
             ssv2 if inverse_uniform_scale is None else inverse_uniform_scale
         )
         self.batch_size = batch_size
-        if format != "folder":
-            for stage in ("train", "val"):
-                require(self.data_root / self.splits[stage], f"{stage} annotation file")
-        self.class_names: list[str] = load_class_names(
-            format, self.data_root, self.class_names_file, self.splits["train"]
-        )
+        if self.shard_meta is not None:
+            self.splits = {"train": "train", "val": "val", "test": "test", "predict": "test"}
+            self.class_names: list[str] = list(self.shard_meta["class_names"])
+        else:
+            if format != "folder":
+                for stage in ("train", "val"):
+                    require(self.data_root / self.splits[stage], f"{stage} annotation file")
+            self.class_names = load_class_names(
+                format, self.data_root, self.class_names_file, self.splits["train"]
+            )
         self.num_classes: int = len(self.class_names)
         # What a model trained on this data expects (saved in its checkpoints), resolved once;
         # checks the sampler and crop count now, not when the first loader is built.
@@ -155,15 +174,35 @@ class VideoDataModule(pl.LightningDataModule):
         self.view_spec = self.input_config.view_spec(backend, decode_short_side)
         # Read the training and validation annotations now (no video is opened): a bad line
         # stops the run here, naming file and line, not after the Trainer started.
-        self._records = {stage: self.records(stage) for stage in ("train", "val")}
+        self._records = ({} if self.shard_meta else
+                         {stage: self.records(stage) for stage in ("train", "val")})
         self.datasets: dict[str, VideoDataset] = {}
+
+    def num_videos(self, stage: str) -> int:
+        """Videos of ``stage`` in the split (shards: as written; files: as annotated)."""
+        if self.shard_meta is not None:
+            return int(self._shard_split(stage)["videos"])
+        if stage in self.datasets:
+            return self.datasets[stage].num_videos
+        return len(self.records(stage))
+
+    def _shard_split(self, stage: str) -> dict:
+        split = self.splits[stage]
+        info = (self.shard_meta or {}).get("splits", {}).get(split)
+        if info is None:
+            raise ShardError(f"{self.data_root}: the shards have no {split!r} split "
+                             f"(for {stage}); `tsf shard` writes train/val/test")  # fmt: skip
+        return info
 
     def records(self, stage: str) -> list[VideoRecord]:
         """Annotated videos of ``stage`` (``train``, ``val``, ``test`` or ``predict``).
 
         Raises :class:`AnnotationError` naming the file when a split lists no video, or a line
-        does not fit (unknown label, label out of range)."""
+        does not fit (unknown label, label out of range). Shards keep no annotation files."""
         hp = self.hparams
+        if self.shard_meta is not None:
+            raise ShardError(f"{self.data_root}: shards hold no annotation records; "
+                             "their videos are read by the stream")  # fmt: skip
         records = load_split(
             self.format,
             self.data_root,
@@ -235,6 +274,8 @@ class VideoDataModule(pl.LightningDataModule):
                 hp.crop_size, tuple(hp.train_scale), self.horizontal_flip,
                 self.inverse_uniform_scale,
             )  # fmt: skip
+        if self.shard_meta is not None:
+            return self._shard_dataset(stage, transform)
         records = self._records.pop(stage, None) or self.records(stage)
         return VideoDataset(
             records,
@@ -243,6 +284,21 @@ class VideoDataModule(pl.LightningDataModule):
             transform=transform,
             max_decode_retries=hp.max_decode_retries,
         )
+
+    def _shard_dataset(self, stage: str, transform: TrainTransform | None):
+        """The LitData stream of one stage's split (imports litdata)."""
+        from lightning_tsf.data.streaming import ShardVideoDataset
+
+        info = self._shard_split(stage)
+        return ShardVideoDataset(
+            split_dir(self.data_root, self.splits[stage]), self.view_spec, train=stage == "train",
+            num_records=int(info["records"]), num_videos=int(info["videos"]),
+            transform=transform, seed=self._seed(),
+            max_decode_retries=self.hparams.max_decode_retries,
+        )  # fmt: skip
+
+    def _seed(self) -> int:
+        return global_seed() if self.hparams.seed is None else self.hparams.seed
 
     def setup(self, stage: str | None = None) -> None:
         """Read the annotation files needed by a Trainer stage (fit/validate/test/predict)."""
@@ -279,6 +335,8 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _loader(self, stage: str) -> DataLoader:
         hp = self.hparams
+        if self.shard_meta is not None:
+            return self._shard_loader(stage)
         dataset = self._dataset(stage)
         train = stage == "train"
         batch_size = self.batch_size if train else self.eval_batch_size()
@@ -309,6 +367,35 @@ class VideoDataModule(pl.LightningDataModule):
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
         )
 
+    def _shard_loader(self, stage: str) -> DataLoader:
+        """LitData's loader over a shard stream: training batches of ``batch_size`` clips (the
+        last partial one dropped: the exact global batch), evaluation batches of whole videos
+        (``eval_batch_size // views``, at least one), nothing dropped. Built fresh per stage:
+        the stream sees the process group of the Trainer that asks."""
+        from lightning_tsf.data.streaming import ShardLoader, collate_views
+
+        hp = self.hparams
+        self.datasets.pop(stage, None)  # LitData reads the rank/world size when built
+        dataset = self._dataset(stage)
+        train = stage == "train"
+        views = self.view_spec.num_views
+        batch_size = self.batch_size if train else max(1, self.eval_batch_size() // views)
+        workers = self.num_workers
+        return ShardLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            drop_last=train,
+            collate_fn=None if train else collate_views,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and workers > 0,
+            prefetch_factor=hp.prefetch_factor if workers > 0 else None,
+            multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
+            batches_done=(lambda: batches_done_this_epoch(self.trainer)) if train else None,
+            # workers' base seed from the loader's own generator, not the global RNG (mixup)
+            generator=torch.Generator().manual_seed(self._seed()) if train else None,
+        )
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled random clips, one per video (:class:`SeededTrainSampler`: under DDP each
         rank its share; resumed mid-epoch, the epoch's remaining clips, drawn as before)."""
@@ -329,7 +416,10 @@ class VideoDataModule(pl.LightningDataModule):
     def check_videos(
         self, stages: tuple[str, ...] = ("train", "val", "test"), num_workers: int | None = None
     ) -> list[tuple[str, str]]:
-        """Decode-check every video of the given stages; return ``(path, reason)`` of bad ones."""
+        """Decode-check every video of the given stages; return ``(path, reason)`` of bad ones.
+        (Shards hold only videos that decoded when written: see ``OUT/<split>.failed.txt``.)"""
+        if self.shard_meta is not None:
+            return []
         paths = [r.path for stage in stages for r in self.records(stage)]
         workers = self.num_workers if num_workers is None else num_workers
         return check_videos(paths, backend=self.hparams.backend, num_workers=workers)

@@ -15,6 +15,7 @@ Every failure (missing, zero-byte, truncated, not a video, no video stream) is r
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -368,13 +369,17 @@ def _quarter_turns(frame) -> int:
     return int(round(frame.rotation / 90)) % 4
 
 
-def _open_av(path: str):
-    """An open PyAV container with a video stream set to one decoder thread."""
+def _open_av(path: str, data: bytes | memoryview | None = None):
+    """An open PyAV container with a video stream set to one decoder thread: of the file
+    ``path``, or of the in-memory video ``data`` (then ``path`` only names it in errors)."""
     import av
 
-    _check_file(path)
+    if data is None:
+        _check_file(path)
+    elif len(data) == 0:
+        raise VideoDecodeError(path, "zero-byte video")
     try:
-        container = av.open(path)
+        container = av.open(path if data is None else io.BytesIO(data))
     except Exception as exc:
         raise VideoDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
     if not container.streams.video:
@@ -437,6 +442,80 @@ class AutoReader(VideoReader):
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+
+
+class PyAVBytesReader(PyAVReader):
+    """PyAV on a video held in memory (a shard sample, :mod:`.shards`): the same frame logic
+    as :class:`PyAVReader` (prepared bytes: seek by the keyframe tag), no file opened;
+    ``name`` (the video's id) names it in errors."""
+
+    def __init__(self, data: bytes, name: str, short_side: int | None = None) -> None:
+        super().__init__(name, short_side)
+        self.data = bytes(data)  # a litdata memoryview must not outlive its worker's buffer
+
+    def _open_container(self):
+        if self._container is None:
+            self._container = _open_av(self.path, self.data)
+        return self._container
+
+
+class DecordBytesReader(DecordReader):
+    """decord on a video held in memory (``decord.VideoReader(io.BytesIO(data))``)."""
+
+    def __init__(self, data: bytes, name: str, short_side: int | None = None) -> None:
+        super().__init__(name, short_side)
+        self.data = bytes(data)
+
+    def _open(self):
+        if self._vr is None:
+            import decord
+
+            if not self.data:
+                raise VideoDecodeError(self.path, "zero-byte video")
+            size = (-1, -1)
+            if self.short_side is not None:
+                probe = PyAVBytesReader(self.data, self.path)
+                container = probe._open_container()
+                try:
+                    frame = next(container.decode(container.streams.video[0]))
+                    w, h = display_size(frame)
+                except Exception as exc:
+                    raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+                finally:
+                    probe.close()
+                if (w, h) != scaled_size(w, h, self.short_side):
+                    size = scaled_size(w, h, self.short_side)
+            try:
+                self._vr = decord.VideoReader(io.BytesIO(self.data), ctx=decord.cpu(0),
+                                              width=size[0], height=size[1], num_threads=1)
+            except Exception as exc:
+                raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+            if len(self._vr) == 0:
+                raise VideoDecodeError(self.path, "no frames")
+        return self._vr
+
+    def _decode(self, indices: list[int]) -> np.ndarray:
+        vr = self._open()
+        uniq, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+        try:
+            frames = vr.get_batch(uniq.tolist()).asnumpy()
+        except Exception as exc:  # decord's odd-width copy bug: PyAV reads them
+            if "CopyFromTo" not in str(exc):
+                raise
+            return PyAVBytesReader(self.data, self.path, self.short_side).get_frames(indices)
+        return frames if len(uniq) == len(indices) else frames[inverse]
+
+
+def make_bytes_reader(
+    data: bytes, name: str, backend: str = "auto", short_side: int | None = None
+) -> VideoReader:
+    """Create a reader of an in-memory video: ``auto`` and ``pyav`` read with PyAV (shards hold
+    prepared bytes, which PyAV seeks exactly), ``decord`` with decord."""
+    if backend in ("auto", "pyav"):
+        return PyAVBytesReader(data, name, short_side)
+    if backend == "decord":
+        return DecordBytesReader(data, name, short_side)
+    raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")
 
 
 PREPARED_TAG = "lightning_tsf prepared keyint="

@@ -70,24 +70,34 @@ class ViewSpec:
         return divmod(view, self.num_spatial_crops)
 
 
+def open_source(source: str | VideoReader, spec: ViewSpec) -> tuple[VideoReader, bool]:
+    """``(reader, owned)``: a reader of the spec's backend for a path (``owned``: the caller
+    closes it), or the given reader (a file's or an in-memory video's, as shards hold)."""
+    if isinstance(source, VideoReader):
+        return source, False
+    return make_reader(source, spec.backend, spec.decode_short_side), True
+
+
 def decode_clip(
-    path: str,
+    source: str | VideoReader,
     spec: ViewSpec,
     temporal: int = 0,
     *,
     train: bool = False,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Decode one clip of ``path``: ``(T, H, W, 3)`` uint8 frames at the sampler's indices.
+    """Decode one clip of ``source`` (a path or a reader): ``(T, H, W, 3)`` uint8 frames at the
+    sampler's indices; files and shard bytes are cut by this one function.
 
     ``train=True`` draws a random clip with ``rng``; otherwise temporal clip ``temporal`` of
     ``spec.num_temporal_views``. Raises :class:`~lightning_tsf.data.decode.VideoDecodeError`.
     """
-    reader = make_reader(path, spec.backend, spec.decode_short_side)
+    reader, owned = open_source(source, spec)
     try:
         return reader.get_frames(_clip_indices(reader, spec, temporal, train, rng))
     finally:
-        reader.close()
+        if owned:
+            reader.close()
 
 
 def _clip_indices(
@@ -106,14 +116,17 @@ def _clip_indices(
     )
 
 
-def clip_frame_indices(path: str, spec: ViewSpec, temporal: int = 0) -> list[int]:
-    """The source frame numbers of evaluation clip ``temporal`` of ``path``: the frames
+def clip_frame_indices(
+    source: str | VideoReader, spec: ViewSpec, temporal: int = 0
+) -> list[int]:
+    """The source frame numbers of evaluation clip ``temporal`` of ``source``: the frames
     :func:`decode_clip` reads, for labelling pictures. Opens the video without decoding it."""
-    reader = make_reader(path, spec.backend, spec.decode_short_side)
+    reader, owned = open_source(source, spec)
     try:
         return [int(i) for i in _clip_indices(reader, spec, temporal, False, None)]
     finally:
-        reader.close()
+        if owned:
+            reader.close()
 
 
 def resize_clip(frames: np.ndarray, spec: ViewSpec) -> Tensor:
@@ -122,9 +135,9 @@ def resize_clip(frames: np.ndarray, spec: ViewSpec) -> Tensor:
     return resize_short_side(frames, spec.test_short_side or spec.crop_size)
 
 
-def temporal_view(path: str, spec: ViewSpec, temporal: int) -> Tensor:
-    """Temporal clip ``temporal`` decoded once and :func:`resize_clip`-ed."""
-    return resize_clip(decode_clip(path, spec, temporal), spec)
+def temporal_view(source: str | VideoReader, spec: ViewSpec, temporal: int) -> Tensor:
+    """Temporal clip ``temporal`` of a path or reader decoded once and :func:`resize_clip`-ed."""
+    return resize_clip(decode_clip(source, spec, temporal), spec)
 
 
 def spatial_view(resized: Tensor, spec: ViewSpec, spatial: int) -> Tensor:
@@ -139,10 +152,16 @@ def clip_views(frames: np.ndarray, spec: ViewSpec) -> Tensor:
     return torch.stack([spatial_view(resized, spec, s) for s in range(spec.num_spatial_crops)])
 
 
-def read_views(path: str, spec: ViewSpec) -> Tensor:
-    """All views of one video, ``(V, T, C, crop, crop)`` uint8, in view order."""
-    views = [clip_views(decode_clip(path, spec, t), spec) for t in range(spec.num_temporal_views)]
-    return torch.cat(views)
+def read_views(source: str | VideoReader, spec: ViewSpec) -> Tensor:
+    """All views of one video (a path or a reader, opened once), ``(V, T, C, crop, crop)``
+    uint8, in view order."""
+    reader, owned = open_source(source, spec)
+    try:
+        clips = [decode_clip(reader, spec, t) for t in range(spec.num_temporal_views)]
+    finally:
+        if owned:
+            reader.close()
+    return torch.cat([clip_views(frames, spec) for frames in clips])
 
 
 def average_views(video_index: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:

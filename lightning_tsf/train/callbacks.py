@@ -195,8 +195,7 @@ class GlobalBatchSize(Callback):
             f"accumulated (configured {self.global_batch_size}"
             + (f"; lr scaled by {lr_scale:.4g})" if lr_scale != 1.0 else ")")
         )
-        clips = len(datamodule.records("train")) if "train" not in datamodule.datasets else len(
-            datamodule.datasets["train"])  # fmt: skip
+        clips = datamodule.num_videos("train")
         if clips < effective:
             rank_zero_warn(small_dataset_warning(clips, batch, devices, accumulate))
         for logger in trainer.loggers:

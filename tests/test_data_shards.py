@@ -1,0 +1,206 @@
+"""Shards (``tsf shard``, LitData): writing, files-versus-shards agreement of clips, DDP
+evaluation counts, exact resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from barcodes import read_barcodes, write_barcode_video
+
+from lightning_tsf.cli import main as tsf
+from lightning_tsf.data.datamodule import VideoDataModule
+from lightning_tsf.data.decode import make_bytes_reader
+from lightning_tsf.data.prepare import prepare_dataset
+from lightning_tsf.data.views import ViewSpec, decode_clip
+
+ROOT = Path(__file__).parents[1]
+SMOKE = ROOT / "experiments" / "smoke_cpu.yaml"
+
+
+@pytest.fixture
+def barcode_root(tmp_path: Path) -> Path:
+    """Kinetics root of barcode videos (3 train incl. one broken, 2 val, 2 test)."""
+    root = tmp_path / "src"
+    for split, n in (("train", 3), ("val", 2), ("test", 2)):
+        lines = []
+        for i in range(n):
+            rel = f"videos/{split}/v{i}.mp4"
+            write_barcode_video(root / rel, 40 + 7 * i, fps=25)
+            lines.append(f"{rel} {i % 2}\n")
+        if split == "train":
+            (root / "videos/train/bad.mp4").write_text("not a video")
+            lines.append("videos/train/bad.mp4 1\n")
+        (root / f"{split}.csv").write_text("".join(lines))
+    (root / "classnames.txt").write_text("a\nb\n")
+    return root
+
+
+def test_shard_command_reports_and_reruns(
+    barcode_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "shards"
+    args = ["shard", str(barcode_root), str(out), "--short-side=48", "--workers=0",
+            "--no-progress"]  # fmt: skip
+    assert tsf(args) == 1  # one unreadable source, listed and left out
+    failed = (out / "train.failed.txt").read_text().splitlines()
+    assert len(failed) == 1 and failed[0].startswith("videos/train/bad.mp4\t")
+    meta = json.loads((out / "shards.json").read_text())
+    assert meta["format"] == "kinetics" and meta["class_names"] == ["a", "b"]
+    assert meta["splits"]["train"] == {"videos": 3, "records": 4, "failed": 1}
+    assert (out / "classnames.txt").read_text() == "a\nb\n"
+    assert not list(out.glob(".*.partial"))
+    capsys.readouterr()
+    assert tsf(args) == 0
+    assert "already complete: train, val, test" in capsys.readouterr().err
+    assert tsf(["shard", str(barcode_root), "s3://bucket/prefix"]) == 2
+    assert "object storage" in capsys.readouterr().err
+
+
+def test_interrupted_split_restarts(barcode_root: Path, tmp_path: Path) -> None:
+    from lightning_tsf.data.shards import write_shards
+
+    out = tmp_path / "shards"
+    partial = out / ".val.partial"
+    (partial / "chunks").mkdir(parents=True)
+    (partial / "chunks" / "chunk-0-0.bin").write_bytes(b"half written")
+    (partial / "encoded").mkdir()
+    report = write_shards(barcode_root, out, short_side=48, num_workers=0, progress=False)
+    assert report.written == {"train": 3, "val": 2, "test": 2}
+    assert not partial.exists()
+
+
+def _modules(barcode_root: Path, tmp_path: Path, **kw) -> tuple[VideoDataModule, VideoDataModule]:
+    """Files (a `tsf prepare` root) and shards of the same videos, same settings."""
+    prepared, out = tmp_path / "prepared", tmp_path / "shards"
+    prepare_dataset(barcode_root, prepared, 48, num_workers=0, progress=False)
+    assert tsf(["shard", str(prepared), str(out), "--short-side=48", "--workers=0",
+                "--no-progress"]) == 1  # fmt: skip
+    common = dict(num_frames=4, sampling_rate=4, crop_size=32, train_scale=(40, 56),
+                  batch_size=1, num_workers=0, pin_memory=False, seed=3, **kw)  # fmt: skip
+    return (VideoDataModule(str(prepared), source="files", **common),
+            VideoDataModule(str(out), **common))  # fmt: skip
+
+
+def test_files_and_shards_give_the_same_clips(barcode_root: Path, tmp_path: Path) -> None:
+    files, shards = _modules(barcode_root, tmp_path, num_spatial_crops=3, num_temporal_views=2)
+    assert shards.source == "shards" and shards.class_names == files.class_names
+    # training: the shard stream's item of video i equals the file dataset's item (i, seed_i)
+    from lightning_tsf.data.streaming import item_seeds
+
+    file_ds = files.make_dataset("train")
+    seeds = item_seeds(3, 0, 4)
+    got = {}
+    for batch in shards.train_dataloader():
+        got[int(batch["video_index"])] = batch["video"][0]
+    assert sorted(got) == [0, 1, 2]  # the unreadable source (index 3) was left out
+    for i, clip in got.items():
+        assert torch.equal(clip, file_ds[(i, seeds[i])]["video"]), i
+    # the frames behind them: the same barcodes from the file and from the bytes
+    spec = ViewSpec(num_frames=4, sampling_rate=4, crop_size=32)
+    path = file_ds.records[1].path
+    reader = make_bytes_reader(Path(path).read_bytes(), "v1")
+    a = decode_clip(path, spec, train=True, rng=np.random.default_rng(5))
+    b = decode_clip(reader, spec, train=True, rng=np.random.default_rng(5))
+    assert read_barcodes(a) == read_barcodes(b) and np.array_equal(a, b)
+    # evaluation: every view of every video, identical pixels
+    file_test = files.make_dataset("test")
+    rows = [(int(v), int(w), x) for batch in shards.test_dataloader()
+            for v, w, x in zip(batch["video_index"], batch["view_index"], batch["video"])]
+    assert [(v, w) for v, w, _ in rows] == [(v, w) for v in range(2) for w in range(6)]
+    for v, w, x in rows:
+        assert torch.equal(x, file_test[v * 6 + w]["video"]), (v, w)
+
+
+@pytest.mark.timeout(900)
+def test_shards_fit_then_ddp_test_counts_each_video_once(
+    tiny_overrides: Callable[[Path], list[str]], tiny_shards: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from lightning_tsf.commands.lightning import TSFCLI, cli_main
+
+    monkeypatch.setattr(sys, "argv", ["tsf"])
+    args = ["--config", str(SMOKE), *tiny_overrides(tmp_path), f"--data.data_root={tiny_shards}",
+            "--data.num_spatial_crops=3", "--trainer.limit_test_batches=1.0",
+            "--trainer.enable_progress_bar=false"]  # fmt: skip
+    fit = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4"]
+    assert cli_main(["fit", *args, *fit]) == 0
+    ckpt = str(next((tmp_path / "checkpoints").glob("last.ckpt")))
+    results = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        cli = TSFCLI(args=[*args, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
+                     run=False)  # fmt: skip
+        (results[devices],) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
+    assert results[1]["test/videos"] == results[2]["test/videos"] == 7
+    assert results[2]["test/acc1"] == pytest.approx(results[1]["test/acc1"], abs=1e-6)
+
+
+KILLER = """
+import os, sys, torch
+torch.set_num_threads(1)
+from pytorch_lightning import Callback
+from lightning_tsf.commands.lightning import TSFCLI
+
+class Kill(Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.current_epoch == 1 and trainer.global_step >= 3:
+            os._exit(17)
+
+cli = TSFCLI(args=sys.argv[1:], run=False)
+cli.trainer.callbacks.append(Kill())
+cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+"""
+
+
+@pytest.mark.xfail(reason="open: the resumed shard run's weights differ from the uninterrupted "
+                   "run's (loader-state restore at an epoch boundary under investigation)",
+                   strict=False)
+@pytest.mark.timeout(900)
+def test_killed_shard_run_resumes_exactly(
+    tiny_overrides: Callable[[Path], list[str]], tiny_shards: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from lightning_tsf.commands.lightning import cli_main
+
+    monkeypatch.setattr(sys, "argv", ["tsf"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def args(run: Path) -> list[str]:
+            return ["--config", str(SMOKE), *tiny_overrides(run),
+                    f"--data.data_root={tiny_shards}", "--data.num_workers=1",
+                    "--trainer.max_epochs=3", "--trainer.limit_train_batches=4",
+                    "--trainer.limit_val_batches=1", "--trainer.deterministic=true",
+                    "--trainer.enable_progress_bar=false", "--model.mixup_alpha=0.4",
+                    "--model.net.init_args.drop_path_rate=0.2"]  # fmt: skip
+
+        ref_dir, run_dir = tmp_path / "reference", tmp_path / "killed"
+        assert cli_main(["fit", *args(ref_dir)]) == 0
+        proc = subprocess.run([sys.executable, "-c", KILLER, *args(run_dir)],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 17, proc.stderr[-3000:]
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        assert ckpt["epoch"] == 0 and ckpt["loops"]["fit_loop"].get("state_dict", {}) is not None
+        assert cli_main(["fit", *args(run_dir), "--ckpt_path=last"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    ref = torch.load(ref_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (got["epoch"], got["global_step"]) == (ref["epoch"], ref["global_step"])
+    for key, value in ref["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+
+
+def test_resume_note_says_what_changes() -> None:
+    from lightning_tsf.data.streaming import resume_note
+
+    state = {"dataset": {"world_size": 2, "num_workers": 4, "batch_size": 8}}
+    assert resume_note(state, world_size=2, num_workers=4, batch_size=8) == ""
+    note = resume_note(state, world_size=1, num_workers=4, batch_size=8)
+    assert "world size 2" in note and "not bit-equal" in note and "once" in note
