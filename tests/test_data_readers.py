@@ -153,7 +153,8 @@ def test_rotated_short_side_is_the_displayed_one(rotated, backend: str) -> None:
 def test_pyav_says_so_when_timestamps_cannot_place_frames(tmp_path: Path) -> None:
     """x264 B-frames in AVI: the container has no presentation timestamps, the decoded ones
     come out of order; PyAV refuses the file instead of guessing."""
-    path = tmp_path / "bframes.avi"
+    path = tmp_path / "src" / "bframes.avi"
+    path.parent.mkdir()
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
@@ -165,6 +166,11 @@ def test_pyav_says_so_when_timestamps_cannot_place_frames(tmp_path: Path) -> Non
             container.mux(packet)
     with pytest.raises(VideoDecodeError, match="out of timestamp order"):
         make_reader(str(path), "pyav").get_frames([0, 5, 17, 39])
-    auto = make_reader(str(path))  # auto: decord reads what PyAV cannot order, exactly
-    assert read_barcodes(auto.get_frames([0, 5, 17, 39])) == [0, 5, 17, 39]
-    assert isinstance(auto.reader, DecordReader)
+    # auto refuses too, saying what to do (decord is not reliable there: it returned other
+    # frames for these indices in some runs of this test and not in others)
+    with pytest.raises(VideoDecodeError, match="no reader is exact on this file.*tsf prepare"):
+        make_reader(str(path)).get_frames([0, 5, 17, 39])
+    prepared = tmp_path / "prepared"
+    assert not prepare_dataset(tmp_path / "src", prepared, 48, num_workers=1, progress=False).failed
+    again = make_reader(str(prepared / "bframes.avi"))  # tsf prepare's copy reads exactly
+    assert read_barcodes(again.get_frames([0, 5, 17, 39])) == [0, 5, 17, 39]

@@ -390,15 +390,16 @@ def _open_av(path: str, data: bytes | memoryview | None = None):
 
 
 class AutoReader(VideoReader):
-    """Chooses the reader per file on first use (``backend: auto``), the exact one first.
+    """The default reader (``backend: auto``): the exact one, PyAV, on every file.
 
-    PyAV on every file: on files written by ``tsf prepare`` (their tag says so) it seeks to
-    each sampled frame, the fastest exact reader; elsewhere it maps frames through the
-    demuxer's timestamp table, which is exact on variable frame rate, B-frames and open GOPs
-    (where decord shifts frames after a seek). Where PyAV cannot tell frames apart
-    (:class:`FrameOrderError`: B-frames in AVI, files without timestamps) decord reads the
-    file, once said in the log. Only the container header is read to decide; the choice
-    survives pickling, open decoders do not."""
+    On files written by ``tsf prepare`` (their tag says so) PyAV seeks to each sampled frame,
+    the fastest exact reader; elsewhere it maps frames through the demuxer's timestamp table,
+    which is exact on variable frame rate, B-frames and open GOPs (where decord shifts frames
+    after a seek). A file whose frames PyAV cannot tell apart (:class:`FrameOrderError`:
+    B-frames in AVI, no or repeated timestamps) is refused with what to do: decord is not
+    reliable there either (on x264 B-frames in AVI it returned other frames in some runs and
+    not in others), and ``tsf prepare`` rewrites such a file exactly (it decodes in order).
+    The header is opened on first use; the choice survives pickling, open decoders do not."""
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         super().__init__(path, short_side)
@@ -406,7 +407,7 @@ class AutoReader(VideoReader):
 
     @property
     def reader(self) -> VideoReader:
-        """The chosen reader (opens the header on first use)."""
+        """The reader (opens the header on first use)."""
         if self._reader is None:
             reader = PyAVReader(self.path, self.short_side)
             reader._container = _open_av(self.path)
@@ -414,11 +415,11 @@ class AutoReader(VideoReader):
         return self._reader
 
     def _fall_back(self, err: FrameOrderError) -> VideoReader:
-        log.info("%s: PyAV cannot order its frames (%s): reading it with decord",
-                 self.path, err.reason)  # fmt: skip
-        self.reader.close()
-        self._reader = DecordReader(self.path, self.short_side)
-        return self._reader
+        raise FrameOrderError(
+            self.path, f"{err.reason}; no reader is exact on this file: re-encode it with "
+            "`tsf prepare` (it decodes frames in order), or name backend=decord to accept "
+            "decord's reading"
+        ) from err
 
     def __len__(self) -> int:
         try:
