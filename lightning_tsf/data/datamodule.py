@@ -33,7 +33,7 @@ from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSample
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.shards import ShardError, is_shard_folder, read_metadata, split_dir
-from lightning_tsf.data.trainer_state import batches_done_this_epoch, global_seed
+from lightning_tsf.data.trainer_state import batches_done_this_epoch, current_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 
 
@@ -381,7 +381,7 @@ class VideoDataModule(pl.LightningDataModule):
         views = self.view_spec.num_views
         batch_size = self.batch_size if train else max(1, self.eval_batch_size() // views)
         workers = self.num_workers
-        return ShardLoader(
+        loader = ShardLoader(
             dataset,
             batch_size=batch_size,
             num_workers=workers,
@@ -391,10 +391,29 @@ class VideoDataModule(pl.LightningDataModule):
             persistent_workers=hp.persistent_workers and workers > 0,
             prefetch_factor=hp.prefetch_factor if workers > 0 else None,
             multiprocessing_context=hp.multiprocessing_context if workers > 0 else None,
+            trainer_epoch=(lambda: current_epoch(self.trainer)) if train else None,
             batches_done=(lambda: batches_done_this_epoch(self.trainer)) if train else None,
+            saved_state=self._take_shard_state if train else None,
             # workers' base seed from the loader's own generator, not the global RNG (mixup)
             generator=torch.Generator().manual_seed(self._seed()) if train else None,
         )
+        if train:
+            self._shard_train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """The shard training stream's position, saved in every checkpoint (Lightning builds
+        the train loader before it restores its own copy of it, so it never restores that)."""
+        loader = getattr(self, "_shard_train_loader", None)
+        return {"shard_train": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Keep the saved stream position for the train loader's first epoch after a resume."""
+        self._shard_state = state_dict.get("shard_train")
+
+    def _take_shard_state(self) -> dict | None:
+        state, self._shard_state = getattr(self, "_shard_state", None), None
+        return state
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled random clips, one per video (:class:`SeededTrainSampler`: under DDP each

@@ -149,20 +149,52 @@ class ShardLoader(StreamingDataLoader):
 
     A resume with the world size, worker count and batch size it was saved with replays the
     epoch exactly; with others it says (once, as a warning) what LitData will do instead.
-    ``batches_done`` (the Trainer's training batches done in the restored epoch): where it is 0
-    the run restarts at an epoch boundary (a checkpoint saved at an epoch's end, perhaps one cut
-    by ``limit_train_batches``), so only the epoch count is restored and the next epoch starts
-    afresh, as in an uninterrupted run."""
+    ``trainer_epoch`` (the Trainer's epoch, for training): each epoch's shuffle and clip draws
+    follow it, not the loader's own count. Lightning restores a loader's state only when it
+    resumes mid-epoch; from a checkpoint written at an epoch's end it builds a fresh loader,
+    whose own count would start again at the first epoch's order."""
 
-    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *args: Any,
+        trainer_epoch: Callable[[], int] | None = None,
+        batches_done: Callable[[], int] | None = None,
+        saved_state: Callable[[], dict[str, Any] | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.trainer_epoch = trainer_epoch
         self.batches_done = batches_done
+        self.saved_state = saved_state
+        self._resumed = False  # the previous epoch was a restored one
+
+    def __iter__(self) -> Any:
+        # A generator, like LitData's: what to resume is decided at the first batch, after
+        # Lightning restored its loops (an iterator may be created before that).
+        if self.trainer_epoch is not None:
+            if self.restore and self._resumed:  # left set by a restored epoch cut short
+                self.restore = False  # (limit_train_batches): the next epoch starts afresh
+            if not self.restore:
+                saved = self.saved_state() if self.saved_state else None
+                done = self.batches_done() if self.batches_done else 0
+                if saved is not None and done:  # restored mid-epoch: `done` batches trained
+                    self.resume_at(done, saved)
+                else:
+                    self.current_epoch = self.trainer_epoch()  # LitData adds 1 as it starts
+            self._resumed = self.restore
+        yield from super().__iter__()
+
+    def resume_at(self, batches_done: int, saved: dict[str, Any]) -> None:
+        """Continue the saved epoch after its first ``batches_done`` batches (the Trainer's
+        count, as the file path's sampler does; the saved stream may have handed out more)."""
+        n = batches_done * int(self.batch_size or 1)
+        workers = max(1, self.num_workers)
+        state = {**saved, "num_samples_yielded": n,
+                 "latest_worker_idx": (batches_done - 1) % workers,
+                 "dataset": {**saved["dataset"], "num_samples_yielded": n}}  # fmt: skip
+        self.load_state_dict(state)
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
-        if self.batches_done is not None and self.batches_done() == 0:
-            self.current_epoch = obj["current_epoch"]
-            return
         note = resume_note(obj, world_size=_world_size(), num_workers=self.num_workers or 1,
                            batch_size=int(self.batch_size or 1))  # fmt: skip
         if note:
