@@ -4,6 +4,7 @@ return codes)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -125,6 +126,11 @@ def shard_main(argv: list[str]) -> int:
     p.add_argument("--chunk-bytes", default="64MB", help="target size of one chunk file")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--storage-options", type=json.loads, default=None,
+                   help="object storage: JSON of boto3 client keywords (endpoint_url, ...); "
+                   "default: the AWS variables")  # fmt: skip
+    p.add_argument("--staging", help="object storage: local folder the splits are written to "
+                   "before upload (default: under the cache)")  # fmt: skip
     args = p.parse_args(argv)
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
     try:
@@ -134,6 +140,7 @@ def shard_main(argv: list[str]) -> int:
             video_ext=args.video_ext, short_side=args.short_side,
             encoding=Encoding(args.keyint, args.crf, args.preset), chunk_bytes=args.chunk_bytes,
             num_workers=args.workers, progress=not args.no_progress,
+            storage_options=args.storage_options, staging=args.staging,
         )  # fmt: skip
     except (OSError, ValueError, ShardError) as err:  # AnnotationError is a ValueError
         print(f"tsf shard: {err}", file=sys.stderr)

@@ -26,6 +26,8 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.shards import ShardError
+from lightning_tsf.data.storage import StorageError, is_remote
 from lightning_tsf.models import CheckpointError, zoo
 from lightning_tsf.models.checkpoint import read_checkpoint
 from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
@@ -140,7 +142,7 @@ class TSFCLI(LightningCLI):
         only without ``ckpt_path`` (a checkpoint's weights replace it, and LightningCLI puts the
         checkpoint's saved ``pretrained`` back into the config: its file may be long gone)."""
         data_root = cfg.data.get("data_root")
-        if data_root and not Path(data_root).exists():
+        if data_root and not is_remote(data_root) and not Path(data_root).exists():
             raise ConfigError(f"data.data_root: path does not exist: {data_root}")
         pretrained = None if cfg.get("ckpt_path") else cfg.model.get("pretrained")
         if pretrained and str(pretrained).startswith(zoo.PREFIX):
@@ -215,7 +217,8 @@ class TSFCLI(LightningCLI):
         path or value becomes a one-line :class:`ConfigError`."""
         try:
             super().instantiate_classes()
-        except (FileNotFoundError, CheckpointError, AnnotationError, zoo.ZooError) as err:
+        except (FileNotFoundError, CheckpointError, AnnotationError, zoo.ZooError, ShardError,
+                StorageError) as err:  # fmt: skip
             raise ConfigError(str(err)) from err
 
 

@@ -33,6 +33,8 @@ from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSample
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.shards import ShardError, is_shard_folder, read_metadata, split_dir
+from lightning_tsf.data.storage import check_remote, input_dir, is_remote, worker_init
+from lightning_tsf.data.storage import storage_options as storage_options_for
 from lightning_tsf.data.trainer_state import batches_done_this_epoch, current_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
 
@@ -86,7 +88,14 @@ class VideoDataModule(pl.LightningDataModule):
             ``tsf shard`` output at ``data_root``, streamed through LitData and decoded from
             memory; format, class names and splits come from its ``shards.json``, the split
             arguments are unused); None = ``"shards"`` where ``data_root`` holds a
-            ``shards.json``, else ``"files"``.
+            ``shards.json`` or is an object-storage URL (``s3://bucket/prefix``), else
+            ``"files"``.
+        storage_options: object storage: boto3's ``client("s3", ...)`` keywords
+            (``endpoint_url``, ``region_name``, keys); None = the AWS variables
+            (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...). See :mod:`.storage`.
+        cache_dir, max_cache_size: object storage: where downloaded chunks are kept (None =
+            ``$LIGHTNING_TSF_CACHE/streams``) and how much of them at most (LitData evicts
+            whole chunks beyond it).
     """
 
     def __init__(
@@ -123,6 +132,9 @@ class VideoDataModule(pl.LightningDataModule):
         multiprocessing_context: str | None = None,
         seed: int | None = None,
         source: str | None = None,
+        storage_options: dict | None = None,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = "50GB",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,11 +144,18 @@ class VideoDataModule(pl.LightningDataModule):
             raise ValueError(f"source={source!r}; expected 'files', 'shards' or null")
         self.source = source or ("shards" if is_shard_folder(data_root) else "files")
         self.shard_meta: dict | None = None
+        self.remote = is_remote(data_root)
+        if self.remote and self.source != "shards":
+            raise ValueError(f"data_root={data_root}: object storage holds shards only "
+                             "(`tsf shard SRC URL`); source must be 'shards'")  # fmt: skip
+        if self.remote:  # a missing bucket or rejected keys stop here, before training
+            check_remote(data_root, storage_options_for(data_root, storage_options))
         if self.source == "shards":
-            self.shard_meta = read_metadata(data_root)
+            self.shard_meta = read_metadata(data_root, storage_options)
             format = self.shard_meta["format"]
-        self.data_root = Path(data_root) if self.shard_meta else require(Path(data_root),
-                                                                          "data_root")
+        self.data_root: Path | str = (data_root if self.remote else Path(data_root)
+                                      if self.shard_meta else require(Path(data_root),
+                                                                      "data_root"))  # fmt: skip
         self.format = format
         train_default, val_default, test_default = DEFAULT_SPLITS[format]
         self.splits = {
@@ -289,12 +308,15 @@ class VideoDataModule(pl.LightningDataModule):
         """The LitData stream of one stage's split (imports litdata)."""
         from lightning_tsf.data.streaming import ShardVideoDataset
 
+        hp = self.hparams
         info = self._shard_split(stage)
+        stream = input_dir(split_dir(self.data_root, self.splits[stage]), hp.storage_options,
+                           hp.cache_dir, hp.max_cache_size)  # fmt: skip
         return ShardVideoDataset(
-            split_dir(self.data_root, self.splits[stage]), self.view_spec, train=stage == "train",
+            stream.pop("input_dir"), self.view_spec, train=stage == "train",
             num_records=int(info["records"]), num_videos=int(info["videos"]),
-            transform=transform, seed=self._seed(),
-            max_decode_retries=self.hparams.max_decode_retries,
+            transform=transform, seed=self._seed(), max_decode_retries=hp.max_decode_retries,
+            **stream,
         )  # fmt: skip
 
     def _seed(self) -> int:
@@ -394,6 +416,10 @@ class VideoDataModule(pl.LightningDataModule):
             trainer_epoch=(lambda: current_epoch(self.trainer)) if train else None,
             batches_done=(lambda: batches_done_this_epoch(self.trainer)) if train else None,
             saved_state=self._take_shard_state if train else None,
+            # object storage over plain http (a loopback or on-prem server), in every worker
+            worker_init_fn=(worker_init(storage_options_for(self.data_root,
+                                                            hp.storage_options))
+                            if self.remote and workers > 0 else None),  # fmt: skip
             # workers' base seed from the loader's own generator, not the global RNG (mixup)
             generator=torch.Generator().manual_seed(self._seed()) if train else None,
         )

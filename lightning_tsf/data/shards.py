@@ -21,6 +21,7 @@ cleanup (videos already encoded there are kept) and a rerun into a finished outp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,13 @@ from lightning_tsf.data.annotations import (
 from lightning_tsf.data.decode import VideoDecodeError, keyframe_interval, make_reader
 from lightning_tsf.data.parallel import parallel_map
 from lightning_tsf.data.prepare import Encoding, reencode_video
+from lightning_tsf.data.storage import (
+    check_remote,
+    default_cache_dir,
+    is_remote,
+    keep_start_method,
+    storage_options,
+)
 
 SHARD_META = "shards.json"  # its presence marks a shard folder (the DataModule detects it)
 SHARD_VERSION = 1
@@ -49,28 +57,27 @@ class ShardError(ValueError):
     """A shard folder cannot be written or read (names the folder or URL and why)."""
 
 
-def is_remote(url: str | Path) -> bool:
-    """True for object-storage URLs (``s3://...`` and other ``scheme://`` forms)."""
-    return "://" in str(url)
-
-
 def _output_dir(url: str | Path) -> Path:
-    """The one place that turns ``OUT`` into where chunks are written (and read back from).
-
-    Local folders only for now; object storage (``s3://bucket/prefix``) is refused with a
-    clear message until it is supported here."""
+    """A local shard folder, absolute (remote ones go through :mod:`.storage`)."""
     if is_remote(url):
-        raise ShardError(f"{url}: object storage output is not supported yet; "
-                         "write to a local folder")  # fmt: skip
+        raise ShardError(f"{url}: a URL where a local shard folder was expected")
     return Path(url).expanduser().resolve()
 
 
-def read_metadata(url: str | Path) -> dict:
-    """``shards.json`` of a shard folder: ``format``, ``class_names``, ``splits`` (per split:
-    ``videos`` written, ``records`` annotated, ``failed``)."""
-    path = _output_dir(url) / SHARD_META
+def _join(url: str | Path, *parts: str) -> str:
+    """``url/part/...`` for a local folder or an object-storage URL."""
+    if is_remote(url):
+        return "/".join([str(url).rstrip("/"), *parts])
+    return str(_output_dir(url).joinpath(*parts))
+
+
+def read_metadata(url: str | Path, options: dict | None = None) -> dict:
+    """``shards.json`` of a shard folder or ``s3://`` prefix: ``format``, ``class_names``,
+    ``splits`` (per split: ``videos`` written, ``records`` annotated, ``failed``)."""
+    path = _join(url, SHARD_META)
     try:
-        meta = json.loads(path.read_text())
+        text = _remote_read(path, options) if is_remote(url) else Path(path).read_text()
+        meta = json.loads(text)
     except FileNotFoundError:
         raise ShardError(f"{path}: not found; is {url} a `tsf shard` output?") from None
     except (OSError, ValueError) as err:
@@ -82,16 +89,48 @@ def read_metadata(url: str | Path) -> dict:
 
 
 def is_shard_folder(url: str | Path) -> bool:
-    """True where ``url`` holds a ``tsf shard`` output (its ``shards.json``)."""
-    try:
-        return (_output_dir(url) / SHARD_META).is_file()
-    except ShardError:
-        return False
+    """True where ``url`` holds a ``tsf shard`` output (its ``shards.json``); an object-storage
+    URL always reads as shards (files are read from local folders only)."""
+    return is_remote(url) or (_output_dir(url) / SHARD_META).is_file()
 
 
 def split_dir(url: str | Path, split: str) -> str:
     """Where the chunks of ``split`` are (what ``StreamingDataset`` reads)."""
-    return str(_output_dir(url) / split)
+    return _join(url, split)
+
+
+def _s3(url: str, options: dict | None):
+    """A boto3 S3 client for ``url`` with :func:`~.storage.storage_options`, and its bucket
+    and key."""
+    from urllib.parse import urlparse
+
+    import boto3
+
+    parsed = urlparse(url)
+    client = boto3.client("s3", **storage_options(url, options))
+    return client, parsed.netloc, parsed.path.lstrip("/")
+
+
+def _remote_read(url: str, options: dict | None) -> str:
+    client, bucket, key = _s3(url, options)
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except client.exceptions.NoSuchKey:
+        raise FileNotFoundError(url) from None
+
+
+def _remote_exists(url: str, options: dict | None) -> bool:
+    client, bucket, key = _s3(url, options)
+    return bool(client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
+
+
+def _upload(local: Path, url: str, options: dict | None) -> None:
+    """A local file or every file below a local folder, to ``url`` (same relative names)."""
+    client, bucket, key = _s3(url, options)
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    for path in files:
+        rel = "" if path == local else "/" + path.relative_to(local).as_posix()
+        client.upload_file(str(path), bucket, key.rstrip("/") + rel if rel else key)
 
 
 @dataclass
@@ -191,12 +230,23 @@ def write_shards(
     chunk_bytes: str = "64MB",
     num_workers: int = os.cpu_count() or 1,
     progress: bool = True,
+    storage_options: dict | None = None,
+    staging: str | Path | None = None,
+    only: set[str] | None = None,
 ) -> ShardReport:
     """Write the train/val/test splits of the dataset under ``src_root`` as shards in ``out``.
 
     ``splits`` maps split names to annotation files (folders for ``"folder"``); None = the
     format's defaults (:data:`DEFAULT_SPLITS`). A split whose annotation file is absent is
-    skipped and reported; a complete split is never rewritten."""
+    skipped and reported; a complete split is never rewritten. ``out`` may be an object-storage
+    URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone."""
+    if is_remote(out):
+        return _write_remote(src_root, str(out), storage_options, staging,
+                             dict(format=format, splits=splits,
+                                  class_names_file=class_names_file, video_dir=video_dir,
+                                  video_ext=video_ext, short_side=short_side, encoding=encoding,
+                                  chunk_bytes=chunk_bytes, num_workers=num_workers,
+                                  progress=progress))  # fmt: skip
     from litdata import optimize
 
     encoding = encoding or Encoding()
@@ -214,6 +264,8 @@ def write_shards(
     meta = _read_partial_meta(dst)
     dst.mkdir(parents=True, exist_ok=True)
     for split, name in names.items():
+        if only is not None and split not in only:
+            continue
         final = dst / split
         if (final / "index.json").is_file():
             report.done_before.append(split)
@@ -237,10 +289,11 @@ def write_shards(
         chunks = partial_dir / "chunks"
         shutil.rmtree(chunks, ignore_errors=True)  # an interrupted optimize starts over
         if good:
-            optimize(fn=partial(_sample, work=str(work)), inputs=good, output_dir=str(chunks),
-                     chunk_bytes=chunk_bytes, num_workers=1, reorder_files=False,
-                     keep_data_ordered=True, mode="overwrite", verbose=False,
-                     start_method="fork")  # fmt: skip
+            with keep_start_method():
+                optimize(fn=partial(_sample, work=str(work)), inputs=good,
+                         output_dir=str(chunks), chunk_bytes=chunk_bytes, num_workers=1,
+                         reorder_files=False, keep_data_ordered=True, mode="overwrite",
+                         verbose=False, start_method="fork")  # fmt: skip
         else:
             chunks.mkdir()
             (chunks / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
@@ -254,9 +307,54 @@ def write_shards(
         meta.update(format=format, class_names=class_names, short_side=short_side,
                     keyint=encoding.keyint)  # fmt: skip
         _write_meta(dst, meta)
-    if not meta["splits"].get("train"):
+    if not meta["splits"].get("train") and (only is None or "train" in only):
         raise ShardError(f"{dst}: no training split written")
     (dst / "classnames.txt").write_text("".join(n + "\n" for n in class_names))
+    return report
+
+
+def _write_remote(src_root: str | Path, url: str, options: dict | None,
+                  staging: str | Path | None, kwargs: dict) -> ShardReport:  # fmt: skip
+    """Shards into object storage: the bucket is checked first (a missing bucket or rejected
+    keys stop here, one line), the splits not yet complete there are written into a local
+    staging folder (restartable as a local output is: ``staging``, default under the cache,
+    one per URL) and uploaded split by split; ``shards.json`` goes up last, so a split is
+    complete in the bucket when its ``index.json`` and its entry in ``shards.json`` are there.
+    A rerun into a finished prefix writes nothing."""
+    check_remote(url, storage_options(url, options))
+    try:
+        remote_meta = read_metadata(url, options)
+    except ShardError:
+        remote_meta = {"version": SHARD_VERSION, "splits": {}}
+    done = {s for s in remote_meta["splits"]
+            if _remote_exists(_join(url, s, "index.json"), options)}  # fmt: skip
+    digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+    local = Path(staging) if staging else default_cache_dir().parent / "shard-staging" / digest
+    todo = set(SPLITS) - done
+    report = ShardReport(done_before=sorted(done, key=SPLITS.index))
+    if todo:
+        report = write_shards(src_root, local, only=todo, **kwargs)
+        report.done_before = sorted(done | set(report.done_before) - set(report.written),
+                                    key=SPLITS.index)  # fmt: skip
+    meta = _read_partial_meta(_output_dir(local)) if todo else remote_meta
+    for split in SPLITS:
+        if split in done or split not in meta["splits"]:
+            continue
+        _upload(_output_dir(local) / split, _join(url, split), options)
+        failed = _output_dir(local) / f"{split}.failed.txt"
+        if failed.is_file():
+            _upload(failed, _join(url, f"{split}.failed.txt"), options)
+        remote_meta["splits"][split] = meta["splits"][split]
+    for key in ("format", "class_names", "short_side", "keyint"):
+        remote_meta.setdefault(key, meta.get(key))
+    if not remote_meta["splits"].get("train"):
+        raise ShardError(f"{url}: no training split written")
+    names = "".join(n + "\n" for n in remote_meta["class_names"])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "classnames.txt").write_text(names)
+        (Path(tmp) / SHARD_META).write_text(json.dumps(remote_meta, indent=1))
+        _upload(Path(tmp) / "classnames.txt", _join(url, "classnames.txt"), options)
+        _upload(Path(tmp) / SHARD_META, _join(url, SHARD_META), options)
     return report
 
 

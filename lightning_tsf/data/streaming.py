@@ -59,10 +59,13 @@ class ShardVideoDataset(StreamingDataset):
         transform: TrainTransform | None = None,
         seed: int = 0,
         max_decode_retries: int = 10,
+        **stream: Any,
     ) -> None:
         if train and transform is None:
             raise ValueError("a training dataset needs a TrainTransform")
-        super().__init__(input_dir, shuffle=train, drop_last=train, seed=seed)
+        # ``stream``: where and how to read (storage.input_dir: cache_dir, max_cache_size,
+        # storage_options for object storage)
+        super().__init__(input_dir, shuffle=train, drop_last=train, seed=seed, **stream)
         self.train = train
         self.spec = replace(spec, num_temporal_views=1, num_spatial_crops=1) if train else spec
         self.clip_transform = transform
