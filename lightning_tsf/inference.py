@@ -248,6 +248,19 @@ class VideoViews(torch.utils.data.Dataset):
         return {"index": index, "views": views, "error": error}
 
 
+def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several :class:`VideoViews` items as one DataLoader batch, put together in the worker:
+    their indices, errors, view counts and all their views in one tensor (one transfer
+    between processes, one pinned copy, instead of one per video)."""
+    views = [item["views"] for item in items if not item["error"]]
+    return {
+        "index": [item["index"] for item in items],
+        "error": [item["error"] for item in items],
+        "count": [0 if item["error"] else len(item["views"]) for item in items],
+        "views": torch.cat(views) if views else torch.zeros(0, dtype=torch.uint8),
+    }
+
+
 def load_views(
     path: str, spec: ViewSpec, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[Tensor, np.ndarray]:

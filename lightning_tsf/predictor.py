@@ -59,6 +59,7 @@ from lightning_tsf.inference import (
     Prediction,
     VideoViews,
     clip_frame_tokens,
+    collate_videos,
     collect_videos,
     load_model,
 )
@@ -68,6 +69,7 @@ from lightning_tsf.models import TimeSformer
 VideoInput = str | Path | Sequence[str | Path]
 Item = TypeVar("Item")
 R = TypeVar("R")
+VIDEOS_PER_LOAD = 4  # videos a worker decodes and hands over at once (fewer, larger transfers)
 HANDFUL = 5  # more videos (or windows) than this get a progress bar on a terminal
 
 
@@ -424,15 +426,22 @@ class Predictor:
         if not items:
             return
         workers = 0 if len(items) < 2 else min(self.num_workers, len(items))
+        per_batch = max(1, min(VIDEOS_PER_LOAD, len(items) // max(1, 2 * workers)))
         loader = torch.utils.data.DataLoader(
-            VideoViews([path for path, _ in items], self.spec), batch_size=None,
-            num_workers=workers, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-        )  # fmt: skip (one video per item: views of consecutive videos are batched in _stream)
-        for got in self._bar(loader, len(items), "videos"):
-            path, label = items[got["index"]]
-            views = got["views"] if not got["error"] else None
-            yield path, label, views, got["error"]
+            VideoViews([path for path, _ in items], self.spec), batch_size=per_batch,
+            collate_fn=collate_videos, num_workers=workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
+        )  # fmt: skip (views of consecutive videos share forward passes in _stream)
+        bar = self._bar(range(len(items)), len(items), "videos")
+        ticks = iter(bar)
+        for got in loader:
+            for index, error, views in zip(got["index"], got["error"],
+                                           got["views"].split(got["count"])):  # fmt: skip
+                next(ticks, None)
+                path, label = items[index]
+                yield path, label, (None if error else views), error
+        if hasattr(bar, "close"):
+            bar.close()
 
     def _per_video(
         self, videos: VideoInput, fn: str | Callable[[Tensor], Tensor], skip: Collection[str] = ()
