@@ -60,7 +60,8 @@ def write_long(path: Path, minutes: float, height: int = 48, width: int = 64) ->
     """A long libx264 video (default GOP and B-frames), written frame by frame."""
     texture = np.random.default_rng(1).integers(0, 255, (height, 2 * width, 3), dtype=np.uint8)
     count = int(minutes * 60 * 25)
-    with VideoWriter(path, width, height, 25, pix_fmt="yuv420p", options={"preset": "ultrafast"}) as w:
+    fast = {"preset": "ultrafast"}
+    with VideoWriter(path, width, height, 25, pix_fmt="yuv420p", options=fast) as w:
         for i in range(count):
             shift = i % width
             w.write(np.ascontiguousarray(texture[:, shift : shift + width]))
