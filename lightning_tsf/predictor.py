@@ -5,9 +5,12 @@ folder searched recursively, an annotation file, or a list of these) and return 
 objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``features-files``,
 ``heatmap-files`` and ``timeline`` commands are thin wrappers over it.
 
-Views of consecutive videos share forward passes (``batch_size`` views per pass), so many short
-videos are not run one small batch each. A video that cannot be decoded is not dropped silently:
-it is listed in the result's ``errors`` with a one-line reason.
+Videos are decoded in DataLoader worker processes (``num_workers``, by default the cores this
+process may use less one, as training does), views of consecutive videos share forward passes
+(``batch_size`` views per pass, pinned and run on the GPU when there is one), and results come
+out in the order of the inputs. A video that cannot be decoded is not dropped silently: it is
+listed in the result's ``errors`` with a one-line reason (:meth:`Predictor.iter_predict` yields
+it in its place). ``timeline`` decodes a long video in one pass, each frame once.
 
 Example (``CHECKPOINT``, ``VIDEO`` and ``FOLDER`` stand for your files)::
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -48,17 +51,17 @@ from torch import Tensor
 
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
+from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.data.transforms import normalize_video
-from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices, clip_views
+from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices, clip_views, window_clips
 from lightning_tsf.inference import (
     Prediction,
-    batched,
+    VideoViews,
     clip_frame_tokens,
+    collate_videos,
     collect_videos,
-    error_line,
     load_model,
-    load_views,
 )
 from lightning_tsf.inference import top_k as top_k_of
 from lightning_tsf.models import TimeSformer
@@ -66,6 +69,7 @@ from lightning_tsf.models import TimeSformer
 VideoInput = str | Path | Sequence[str | Path]
 Item = TypeVar("Item")
 R = TypeVar("R")
+VIDEOS_PER_LOAD = 4  # videos a worker decodes and hands over at once (fewer, larger transfers)
 HANDFUL = 5  # more videos (or windows) than this get a progress bar on a terminal
 
 
@@ -223,6 +227,8 @@ class Predictor:
     (``auto`` picks per file). ``device``: None picks ``cuda`` when available, else ``cpu``.
     ``batch_size``: views per forward pass (views of several videos share one). ``progress``:
     a tqdm bar over videos; None shows it on a terminal for more than a handful, False never.
+    ``num_workers``: decoding processes (None: :func:`~lightning_tsf.data.loader.
+    default_num_workers`; 0 decodes in this process). Any number gives the same results.
     """
 
     def __init__(
@@ -233,9 +239,13 @@ class Predictor:
         batch_size: int = 8,
         progress: bool | None = None,
         backend: str = "auto",
+        num_workers: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be at least 0, got {num_workers}")
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
         self.input_config = input_config
@@ -258,6 +268,7 @@ class Predictor:
         batch_size: int = 8,
         progress: bool | None = None,
         backend: str = "auto",
+        num_workers: int | None = None,
         **views: Any,
     ) -> Predictor:
         """Load a Lightning ``.ckpt``, an official ``.pyth``, an HF checkpoint or ``zoo:NAME``
@@ -273,7 +284,7 @@ class Predictor:
         config = config.with_views(**views)
         if class_names is not None:
             config = replace(config, class_names=tuple(class_names))
-        return cls(model, config, device, batch_size, progress, backend)
+        return cls(model, config, device, batch_size, progress, backend, num_workers)
 
     @property
     def class_names(self) -> list[str]:
@@ -285,10 +296,22 @@ class Predictor:
     def predict(self, videos: VideoInput, top_k: int = 5) -> Predictions:
         """Top-``top_k`` classes of each video (the mean softmax of its views)."""
         result = Predictions()
-        names = self.class_names
-        for (path, label), probs in self._per_video(videos, _softmax(self.model), result.errors):
-            result.videos.append(Prediction(path, label, *top_k_of(probs, top_k, names)))
+        for item in self.iter_predict(videos, top_k):
+            (result.errors if isinstance(item, VideoError) else result.videos).append(item)
         return result
+
+    def iter_predict(
+        self, videos: VideoInput, top_k: int = 5, skip: Collection[str] = ()
+    ) -> Iterator[Prediction | VideoError]:
+        """:meth:`predict` one video at a time, in input order, each as soon as it is done (a
+        :class:`VideoError` in the place of a video that cannot be decoded); videos whose path
+        is in ``skip`` are left out (resuming a run)."""
+        names = self.class_names
+        for (path, label, error), probs in self._per_video(videos, _softmax(self.model), skip):
+            if probs is None:
+                yield VideoError(path, error)
+            else:
+                yield Prediction(path, label, *top_k_of(probs, top_k, names))
 
     def features(self, videos: VideoInput, frame_tokens: bool = False) -> Features:
         """One cls feature per video (averaged over its views), ``(N, D)``; ``frame_tokens``
@@ -298,7 +321,10 @@ class Predictor:
         if frame_tokens:
             fn = partial(_features_and_tokens, self.model)
         rows, paths, labels = [], [], []
-        for (path, label), out in self._per_video(videos, fn, errors):
+        for (path, label, error), out in self._per_video(videos, fn):
+            if out is None:
+                errors.append(VideoError(path, error))
+                continue
             rows.append(out)
             paths.append(path)
             labels.append(label)
@@ -319,8 +345,12 @@ class Predictor:
         result = Heatmaps()
         spec = self.spec
         temporal = spec.split(spec.centre_view)[0]
-        for path, label, views, frames in self._decoded(videos, result.errors):
-            clip = views[spec.centre_view].to(self.device)
+        for path, label, raw, error in self._decoded(videos):
+            if raw is None:
+                result.errors.append(VideoError(path, error))
+                continue
+            frames = raw[spec.centre_view].permute(0, 2, 3, 1).contiguous().numpy()
+            clip = self._normalise(raw[spec.centre_view : spec.centre_view + 1].to(self.device))[0]
             image, maps = render_heatmaps(
                 self.model, clip, frames, names=[Path(path).name], labels=[label],
                 class_names=self.class_names, frame_indices=[clip_frame_indices(path, spec,
@@ -351,7 +381,7 @@ class Predictor:
         try:
             length, fps = len(reader), reader.fps
             spans = sliding_windows(length, fps, window_s, stride_s, spec.num_frames)
-            clips = ((w, self._normalise(clip_views(reader.get_frames(w[2]), spec))) for w in spans)
+            clips = ((w, clip_views(frames, spec)) for w, frames in window_clips(reader, spans))
             scores = list(self._stream(self._bar(clips, len(spans), "windows"),
                                        _softmax(self.model)))  # fmt: skip
         finally:
@@ -376,66 +406,101 @@ class Predictor:
         return tqdm(items, total=total, unit=unit.rstrip("s"), desc=unit)
 
     def _normalise(self, views: Tensor) -> Tensor:
-        """uint8 ``(V, T, C, S, S)`` → the model's normalised ``(V, C, T, S, S)``."""
+        """uint8 ``(V, T, C, S, S)`` → the model's normalised ``(V, C, T, S, S)``, where the
+        views are (on the GPU after a uint8 transfer, when there is one)."""
         return normalize_video(views.transpose(1, 2), self.input_config.mean,
                                self.input_config.std)  # fmt: skip
 
-    def _videos(self, videos: VideoInput) -> Iterable[tuple[str, int]]:
-        """``(path, label)`` of the inputs, under the progress bar."""
+    def _items(self, videos: VideoInput, skip: Collection[str] = ()) -> list[tuple[str, int]]:
+        """``(path, label)`` of the inputs, less the paths in ``skip``."""
         inputs = [videos] if isinstance(videos, str | Path) else list(videos)
-        items = collect_videos([str(v) for v in inputs])
-        return self._bar(items, len(items), "videos")
+        return [item for item in collect_videos([str(v) for v in inputs]) if item[0] not in skip]
 
     def _decoded(
-        self, videos: VideoInput, errors: list[VideoError]
-    ) -> Iterator[tuple[str, int, Tensor, np.ndarray]]:
-        """``(path, label, views, centre frames)`` of each decodable video
-        (:func:`~lightning_tsf.inference.load_views`); failures go to ``errors``."""
-        config = self.input_config
-        for path, label in self._videos(videos):
-            try:
-                views, frames = load_views(path, self.spec, config.mean, config.std)
-            except Exception as err:  # any undecodable file: reported, the others go on
-                errors.append(VideoError(path, error_line(err)))
-                continue
-            yield path, label, views, frames
+        self, videos: VideoInput, skip: Collection[str] = ()
+    ) -> Iterator[tuple[str, int, Tensor | None, str]]:
+        """``(path, label, views, error)`` of each input in order: uint8 ``(V, T, C, S, S)``
+        views decoded by DataLoader workers (:class:`~lightning_tsf.inference.VideoViews`), or
+        None and the one-line reason of a video that cannot be decoded."""
+        items = self._items(videos, skip)
+        if not items:
+            return
+        workers = 0 if len(items) < 2 else min(self.num_workers, len(items))
+        per_batch = max(1, min(VIDEOS_PER_LOAD, len(items) // max(1, 2 * workers)))
+        loader = torch.utils.data.DataLoader(
+            VideoViews([path for path, _ in items], self.spec), batch_size=per_batch,
+            collate_fn=collate_videos, num_workers=workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
+        )  # fmt: skip (views of consecutive videos share forward passes in _stream)
+        bar = self._bar(range(len(items)), len(items), "videos")
+        ticks = iter(bar)
+        for got in loader:
+            for index, error, views in zip(got["index"], got["error"],
+                                           got["views"].split(got["count"])):  # fmt: skip
+                next(ticks, None)
+                path, label = items[index]
+                yield path, label, (None if error else views), error
+        if hasattr(bar, "close"):
+            bar.close()
 
     def _per_video(
-        self, videos: VideoInput, fn: str | Callable[[Tensor], Tensor], errors: list[VideoError]
-    ) -> Iterator[tuple[tuple[str, int], Tensor]]:
-        """``fn``'s outputs averaged over each decodable video's views."""
-        decoded = self._decoded(videos, errors)
-        return self._stream((((path, label), views) for path, label, views, _ in decoded), fn)
+        self, videos: VideoInput, fn: str | Callable[[Tensor], Tensor], skip: Collection[str] = ()
+    ) -> Iterator[tuple[tuple[str, int, str], Tensor | None]]:
+        """``fn``'s outputs averaged over each video's views, in input order: ``((path, label,
+        error), mean)``, mean None for a video that cannot be decoded."""
+        decoded = self._decoded(videos, skip)
+        items = (((path, label, error), views) for path, label, views, error in decoded)
+        return self._stream(items, fn)
+
+    def _forward(self, fn: str | Callable[[Tensor], Tensor], views: Tensor) -> Tensor:
+        """``fn`` over uint8 views, ``batch_size`` per pass on the model's device (pinned and
+        copied asynchronously to a GPU, normalised there); float32 results on the CPU."""
+        call = getattr(self.model, fn) if isinstance(fn, str) else fn
+        cuda = self.device.type == "cuda"
+        if cuda:
+            views = views.pin_memory()
+        outs = []
+        with torch.no_grad():
+            for chunk in views.split(self.batch_size):
+                x = self._normalise(chunk.to(self.device, non_blocking=cuda))
+                outs.append(call(x).float().cpu())
+        return torch.cat(outs)
 
     def _stream(
-        self, items: Iterable[tuple[Item, Tensor]], fn: str | Callable[[Tensor], Tensor]
-    ) -> Iterator[tuple[Item, Tensor]]:
-        """Run ``fn`` over the views of consecutive items, ``batch_size`` views per forward
-        (an item's views may share a pass with the next item's), average each item's views
-        with the one :class:`~lightning_tsf.data.views.ViewAccumulator`, and yield
-        ``(item, mean output)`` in order as soon as all of an item's views are done."""
+        self, items: Iterable[tuple[Item, Tensor | None]], fn: str | Callable[[Tensor], Tensor]
+    ) -> Iterator[tuple[Item, Tensor | None]]:
+        """Run ``fn`` over the uint8 views of consecutive items, ``batch_size`` views per
+        forward (an item's views may share a pass with the next item's), average each item's
+        views with the one :class:`~lightning_tsf.data.views.ViewAccumulator`, and yield
+        ``(item, mean output)`` in order as soon as all of an item's views are done; an item
+        without views (None) is yielded in its place as ``(item, None)``."""
         size = self.batch_size
         accumulator = ViewAccumulator()
-        waiting: dict[int, Item] = {}  # items whose outputs are not all in, by number
+        waiting: dict[int, Item] = {}  # items not yielded yet, by number (ascending)
         queued: list[tuple[int, Tensor]] = []  # (item number, views) not run yet
         for number, (item, views) in enumerate(_with_end(items)):
-            if views is not None:
+            end = item is _END
+            if not end:
                 waiting[number] = item
-                queued.append((number, views))
+                if views is not None and len(views):
+                    queued.append((number, views))
             count = sum(len(v) for _, v in queued)
-            if not count or (views is not None and count < size):
+            if count and (end or count >= size):
+                owner = torch.cat([torch.full((len(v),), n, dtype=torch.long) for n, v in queued])
+                x = torch.cat([v for _, v in queued])
+                cut = len(x) if end else count // size * size
+                out = self._forward(fn, x[:cut])
+                accumulator.add(owner[:cut], torch.full((cut,), -1), [""] * cut, out=out)
+                rest = owner[cut:]
+                queued = [(int(n), x[cut:][rest == n]) for n in torch.unique(rest)]
+            first_open = queued[0][0] if queued else None  # its views are not all run
+            ready = [n for n in waiting if first_open is None or n < first_open]
+            if not ready:
                 continue
-            owner = torch.cat([torch.full((len(v),), n, dtype=torch.long) for n, v in queued])
-            x = torch.cat([v for _, v in queued])
-            cut = len(x) if views is None else count // size * size
-            out = batched(self.model, fn, x[:cut], size)
-            accumulator.add(owner[:cut], torch.full((cut,), -1), [""] * cut, out=out)
-            rest = owner[cut:]
-            queued = [(int(n), x[cut:][rest == n]) for n in torch.unique(rest)]
-            first_open = int(rest[0]) if len(rest) else None  # its views are not all run
-            scores = accumulator.pop([n for n in waiting if first_open is None or n < first_open])
-            for n, mean in zip(scores.video_index.tolist(), scores.rows.get("out", [])):
-                yield waiting.pop(n), mean
+            scores = accumulator.pop([n for n in ready if n in accumulator.state()])
+            means = dict(zip(scores.video_index.tolist(), scores.rows.get("out", [])))
+            for n in ready:
+                yield waiting.pop(n), means.get(n)
 
 
 def _softmax(model: TimeSformer) -> Callable[[Tensor], Tensor]:
@@ -443,10 +508,13 @@ def _softmax(model: TimeSformer) -> Callable[[Tensor], Tensor]:
     return lambda clips: model(clips).float().softmax(-1)
 
 
-def _with_end(items: Iterable[tuple[Item, Tensor]]) -> Iterator[tuple[Any, Tensor | None]]:
-    """The items, then ``(None, None)`` to flush the last batch."""
+_END = object()  # marks the end of a stream's items
+
+
+def _with_end(items: Iterable[tuple[Item, Tensor | None]]) -> Iterator[tuple[Any, Tensor | None]]:
+    """The items, then ``(_END, None)`` to flush the last batch."""
     yield from items
-    yield None, None
+    yield _END, None
 
 
 def _features_and_tokens(model: TimeSformer, clips: Tensor) -> Tensor:

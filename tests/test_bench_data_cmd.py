@@ -1,5 +1,7 @@
-"""``tsf bench-data``: the experiment's training loader on real files, a timed training step,
-advice; clear errors for a missing dataset or a bad option."""
+"""``tsf bench-data``: a ``tsf fit`` command line (any ``--model.*``/``--data.*``/``--trainer.*``)
+runs the experiment's training loader on real files, times the configured model's training
+step, probes the sources and advises with numbers; clear errors for a missing dataset or a bad
+option."""
 
 from __future__ import annotations
 
@@ -12,26 +14,41 @@ SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
 
 
 def test_bench_data_loader_and_step(tiny_synthetic: Path, capsys) -> None:
-    rc = tsf(["bench-data", "--config", str(SMOKE), f"--data.data_root={tiny_synthetic}",
+    rc = tsf(["bench-data", "--config", str(SMOKE), "--data.data_root", str(tiny_synthetic),
               "--seconds", "1", "--workers", "1", "--step-device", "cpu", "--steps", "2",
-              "--no-progress"])  # fmt: skip
+              "--no-progress", "--model.lr=0.5", "--trainer.max_epochs=3"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "16 training videos" in out and "4 frames x rate 4, crop 32, batch 4" in out
+    small = float(re.search(r"TimeSformer ([\d.]+) M parameters", out).group(1))
     rate = re.search(r"loader: ([\d.]+) clips/s with 1 workers \(([\d.]+) per worker", out)
     assert rate and float(rate.group(1)) > 0 and rate.group(1) == rate.group(2)
     step = re.search(r"training step on cpu \(32-true, batch 4\): ([\d.]+) ms = ([\d.]+)", out)
     assert step and abs(4000 / float(step.group(1)) / float(step.group(2)) - 1) < 0.05
     assert "would wait for data" in out and "tsf prepare" in out  # synthetic files are plain
+    share = re.search(r"decoding a batch of 4 takes (\d+) ms of one core, the step (\d+) ms: "
+                      r"decode is (\d+)% of the step", out)  # fmt: skip
+    assert share and abs(int(share.group(3)) - 100 * int(share.group(1)) / int(share.group(2))) < 2
+    assert re.search(r"workers to use: \d+", out)
+    assert re.search(r"sampled 5 training videos: 32x32 \w+; keyframe every \d+-\d+ frames; "
+                     r"0 prepared", out)  # fmt: skip
+    assert re.search(r"tsf prepare SRC DST .* about [\d.]+-[\d.]+x fewer pixels", out)
+    # the user's model: a fit override of the net is the model whose step is timed
+    rc = tsf(["bench-data", "--config", str(SMOKE), f"--data.data_root={tiny_synthetic}",
+              "--seconds", "0.5", "--step-device", "cpu", "--steps", "1", "--no-progress",
+              "--model.net.init_args.depth=3", "--model.net.init_args.embed_dim=64"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert float(re.search(r"TimeSformer ([\d.]+) M parameters", out).group(1)) > 4 * small
 
 
 def test_bench_data_errors(tmp_path: Path, capsys) -> None:
     config = Path(__file__).parents[1] / "experiments" / "k400_timesformer.yaml"
-    assert tsf(["bench-data", "--config", str(config)]) == 2
-    err = capsys.readouterr().err
-    assert "data_root not found: data/kinetics400" in err and "--data.data_root" in err
-    assert "Traceback" not in err
-    assert tsf(["bench-data", "--config", str(tmp_path / "nope.yaml")]) == 2
-    assert "file does not exist" in capsys.readouterr().err
     assert tsf(["bench-data", "--config", str(config), "--model.lr=1"]) == 2
-    assert "unknown option '--model.lr=1'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data.data_root: path does not exist: data/kinetics400" in err
+    assert "--data.data_root=PATH" in err and "Traceback" not in err
+    assert tsf(["bench-data", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+    assert tsf(["bench-data", "--config", str(config), "--model.no_such_option=1"]) == 2
+    assert "no_such_option" in capsys.readouterr().err

@@ -1,144 +1,238 @@
-"""``tsf bench-data --config experiments/X.yaml``: is the data loader fast enough for the GPU?
+"""``tsf bench-data --config experiments/X.yaml [any tsf fit option]``: is the data loader fast
+enough for the model?
 
-Runs the experiment's training loader on the user's data for ``--seconds`` and prints clips/s
-in total and per worker. Where a GPU is present (or ``--step-device`` names one) it also times
-the configured model's training step at the configured batch and precision, and says how much
-of the time the GPU would wait for data and what to try next.
+The configuration is built by the same LightningCLI parser as ``tsf fit`` (``--config``, any
+``--model.*``, ``--data.*``, ``--trainer.*``), so a fit command line can be reused as it is.
+Runs the training loader on the user's data for ``--seconds`` and prints clips/s in total and
+per worker; times the configured model's training step (the user's overrides, the planned
+per-device batch, the precision) on the GPU, or on the CPU where there is none; probes a few
+training videos (size, codec, keyframe interval, the prepared tag) and prints advice with
+numbers: the decode share of the step, the workers to use, what ``tsf prepare`` would change.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import math
 import sys
-from pathlib import Path
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import yaml
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.decode import keyframe_interval
 from lightning_tsf.data.loader import LoaderRate, loader_throughput, usable_cpus
+from lightning_tsf.data.prepare import Encoding
+
+PREPARED_SHORT_SIDE = 256  # tsf prepare's default --short-side
+OWN = {"--seconds": True, "--workers": True, "--step-device": True, "--steps": True,
+       "--no-progress": False}  # fmt: skip (bench-data's own options: takes a value?)
 
 
 class BenchError(Exception):
     """A problem with the inputs, printed as ``tsf bench-data: ...`` (exit 2)."""
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    """``--data.key=value`` / ``--data.key value`` pairs; values parsed as YAML."""
-    out: dict[str, Any] = {}
-    it = iter(items)
+def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """bench-data's own options, and the rest (``tsf fit``'s, for the LightningCLI parser)."""
+    own, rest = [], []
+    it = iter(argv)
     for item in it:
-        if not item.startswith("--data."):
-            raise BenchError(f"unknown option {item!r} (data options are --data.KEY=VALUE)")
-        key, sep, value = item[len("--data.") :].partition("=")
-        if not sep:
-            value = next(it, None)
-            if value is None:
-                raise BenchError(f"{item} needs a value")
-        out[key] = yaml.safe_load(value)
-    return out
+        name = item.split("=", 1)[0]
+        if name in OWN:
+            own.append(item)
+            if OWN[name] and "=" not in item:
+                own.append(next(it, ""))
+        else:
+            rest.append(item)
+    return own, rest
 
 
-def _read_config(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise BenchError(f"--config: file does not exist: {path}")
-    cfg = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(cfg.get("data"), dict):
-        raise BenchError(f"{path}: no 'data' section")
-    return cfg
+def configure(fit_args: list[str]) -> tuple[VideoDataModule, Any, Any]:
+    """DataModule, LightningModule and config of a ``tsf fit`` command line, through
+    :class:`~lightning_tsf.commands.lightning.TSFCLI` (links, checks, batch plan, precision)
+    without building a Trainer, its loggers or callbacks."""
+    from lightning_tsf.commands.lightning import TSFCLI, ConfigError
+    from lightning_tsf.data.annotations import AnnotationError
+    from lightning_tsf.models import CheckpointError, zoo
+    from lightning_tsf.train.callbacks import BatchSplitError
+
+    class _BenchCLI(TSFCLI):
+        def instantiate_classes(self) -> None:
+            self.config.trainer.logger = False
+            self.config.trainer.callbacks = None
+            self.config_init = self.parser.instantiate_classes(self.config)
+            self.datamodule, self.model = self.config_init.data, self.config_init.model
+
+    try:
+        with warnings.catch_warnings():  # "args and command line arguments": ours are split off
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli = _BenchCLI(args=fit_args, run=False)
+    except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError) as err:
+        hint = " (set it with --data.data_root=PATH)" if "data_root" in str(err) else ""
+        raise BenchError(f"{err}{hint}") from err
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        raise BenchError(f"{str(err).splitlines()[0]} (set it with --data.data_root=PATH)"
+                         if "data_root" in str(err) else str(err).splitlines()[0]) from err
+    return cli.datamodule, cli.model, cli.config
 
 
-def _build_net(cfg: dict[str, Any], dm: VideoDataModule) -> torch.nn.Module:
-    """The config's backbone at the data's clip size and class count (random weights)."""
-    net = cfg.get("model", {}).get("net", {})
-    module, _, name = str(net.get("class_path", "lightning_tsf.models.TimeSformer")).rpartition(".")
-    init = dict(net.get("init_args") or {})
-    hp = dm.hparams
-    init.update(num_frames=hp.num_frames, img_size=hp.crop_size, num_classes=dm.num_classes)
-    return getattr(importlib.import_module(module), name)(**init)
+# ---------------------------------------------------------------------------- the sources
+@dataclass
+class Probe:
+    """What one training video is: its size, codec, rate and keyframe interval."""
+
+    path: str
+    width: int
+    height: int
+    codec: str
+    fps: float
+    frames: int
+    keyint: float | None  # frames between keyframes (mean over the first packets)
+    prepared: bool
 
 
-def _precision(cfg: dict[str, Any], device: torch.device) -> str:
-    """The experiment's precision; ``null`` resolved as ``tsf fit`` does for this device."""
-    from lightning_tsf.commands.lightning import resolve_precision
-
-    precision = (cfg.get("trainer") or {}).get("precision")
-    if precision is not None:
-        return str(precision)
-    return resolve_precision({"accelerator": "cuda" if device.type == "cuda" else "cpu"})
-
-
-def _is_prepared(dm: VideoDataModule) -> bool | None:
-    """Whether the first training video carries the prepared format's tag (None: unknown)."""
+def probe_video(path: str, packets: int = 300) -> Probe | None:
+    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable."""
     import av
 
-    records = dm.records("train")
-    if not records:
-        return None
     try:
-        with av.open(records[0].path) as container:
-            return keyframe_interval(container.metadata) is not None
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            tagged = keyframe_interval(container.metadata)
+            keys = seen = 0
+            if tagged is None:
+                for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue
+                    seen += 1
+                    keys += bool(packet.is_keyframe)
+                    if seen >= packets:
+                        break
+            keyint = float(tagged) if tagged else (seen / keys if keys else None)
+            return Probe(path, stream.codec_context.width, stream.codec_context.height,
+                         stream.codec_context.name, float(stream.average_rate or 0),
+                         int(stream.frames or 0), keyint, tagged is not None)  # fmt: skip
     except Exception:  # unreadable: the loader reports it
         return None
 
 
-def advice(rate: LoaderRate, step_rate: float, dm: VideoDataModule, device: str) -> list[str]:
-    """What limits the pipeline and the next things to try, best first."""
-    wait = max(0.0, 1.0 - rate.clips_per_second / step_rate)
-    lines = [f"the {device} would wait for data {100 * wait:.0f}% of the time"]
-    if wait < 0.05:
-        return lines + ["the loader keeps up: nothing to do"]
-    need = step_rate / max(rate.per_worker, 1e-9)
-    if rate.workers < usable_cpus() - 1:
-        lines.append(
-            f"more workers: about {need:.0f} at {rate.per_worker:.1f} clips/s each would keep "
-            f"up (--data.num_workers, or more --cpus-per-task under SLURM)"
-        )
-    prepared = _is_prepared(dm)
-    if prepared is False:
-        lines.append(
-            "tsf prepare SRC DST: re-encode for random access (about 5x faster clips per core, "
-            "docs/results.md)"
-        )
-    elif prepared and dm.hparams.backend == "decord":
+def decoded_frames(span: float, num_frames: int, keyint: float, prepared: bool) -> float:
+    """Frames a reader decodes for one clip of ``num_frames`` over ``span`` frames: from the
+    keyframe before the first, on through the span (plain files); on a prepared file each
+    sampled frame further than one interval on is reached by a seek (half an interval
+    decoded on average) instead."""
+    gap = span / max(num_frames, 1)
+    if prepared and gap > keyint:
+        return num_frames * (keyint + 1) / 2
+    return span + keyint / 2
+
+
+def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
+    """What the sampled sources are, and what ``tsf prepare`` would change for them."""
+    if not probes:
+        return []
+    hp = dm.hparams
+    sizes = sorted({f"{p.width}x{p.height} {p.codec}" for p in probes})
+    keyints = [p.keyint or 1.0 for p in probes]
+    lines = [f"sampled {len(probes)} training videos: {', '.join(sizes)}; keyframe every "
+             f"{min(keyints):.0f}-{max(keyints):.0f} frames; "
+             f"{sum(p.prepared for p in probes)} prepared"]  # fmt: skip
+    plain = [p for p in probes if not p.prepared]
+    if not plain:
+        return lines + ["sources already prepared (tsf prepare): nothing to gain there"]
+    key = Encoding.keyint
+    ratios = []
+    for p in plain:
+        span = hp.num_frames * hp.sampling_rate
+        if hp.sampler not in ("dense", "centred"):
+            span = p.frames or span  # segment sampling spreads the clip over the video
+        short = min(p.width, p.height)
+        scale = min(1.0, PREPARED_SHORT_SIDE / max(short, 1)) ** 2
+        before = p.width * p.height * decoded_frames(span, hp.num_frames, p.keyint or 1, False)
+        after = p.width * p.height * scale * decoded_frames(span, hp.num_frames, key, True)
+        ratios.append(before / max(after, 1.0))
+    lines.append(
+        f"tsf prepare SRC DST (short side {PREPARED_SHORT_SIDE}, keyframe every {key}, no "
+        f"B-frames) would decode about {min(ratios):.1f}-{max(ratios):.1f}x fewer pixels per "
+        f"clip for these {len(plain)} plain file(s) ({hp.num_frames} frames x rate "
+        f"{hp.sampling_rate}; docs/results.md measures ~5x on K400)"
+    )
+    if hp.backend == "decord":
         lines.append("--data.backend=auto (or pyav): the reader that seeks in prepared files")
     return lines
 
 
+def advice(rate: LoaderRate, step_s: float, batch: int, device: str) -> list[str]:
+    """The decode share of the step, the workers to use, and whether the loader keeps up."""
+    batch_decode_s = batch / max(rate.per_worker, 1e-9)  # one process decoding one batch
+    share = batch_decode_s / max(step_s, 1e-9)
+    need = max(1, math.ceil(share))
+    cores = max(1, usable_cpus() - 1)
+    if rate.workers:  # workers decode while the step runs
+        wait = max(0.0, 1.0 - rate.clips_per_second * step_s / batch)
+    else:  # the training process decodes between steps
+        wait = batch_decode_s / (batch_decode_s + step_s)
+    lines = [
+        f"decoding a batch of {batch} takes {1000 * batch_decode_s:.0f} ms of one core, the "
+        f"step {1000 * step_s:.0f} ms: decode is {100 * share:.0f}% of the step per worker",
+        f"with {rate.workers} worker(s) the {device} would wait for data {100 * wait:.0f}% "
+        "of the time",
+    ]
+    if need <= cores:
+        lines.append(f"workers to use: {need} (--data.num_workers={need}; {cores} cores free "
+                     "here)")  # fmt: skip
+    else:
+        lines.append(f"workers to use: {cores} (all cores here); {need} would keep up: more "
+                     "--cpus-per-task, or cheaper decoding (tsf prepare)")  # fmt: skip
+    return lines
+
+
+def _step_device(choice: str) -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tsf bench-data", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="experiment YAML")
+    parser = argparse.ArgumentParser(
+        prog="tsf bench-data", description=__doc__.splitlines()[0],
+        epilog="Every other option goes to the tsf fit parser: --config X.yaml, --model.*, "
+        "--data.*, --trainer.*.",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to load")
     parser.add_argument("--workers", type=int, help="override data.num_workers")
     parser.add_argument("--step-device", default="auto",
-                        help="where to time the training step: auto (a GPU if any), cuda, cpu, "
-                        "none")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+                        help="where to time the training step: auto (a GPU if any, else the "
+                        "CPU), cuda, cpu, none")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps")
     parser.add_argument("--no-progress", action="store_true")
-    args, rest = parser.parse_known_args(argv)
+    if {"-h", "--help"} & set(argv):
+        parser.print_help()
+        return 0
+    own, fit_args = split_args(argv)
+    args = parser.parse_args(own)
+    if args.workers is not None:
+        fit_args.append(f"--data.num_workers={args.workers}")
     try:
-        cfg = _read_config(args.config)
-        data = {**cfg["data"], **_overrides(rest)}
-        if args.workers is not None:
-            data["num_workers"] = args.workers
-        try:
-            dm = VideoDataModule(**data)
-        except (FileNotFoundError, ValueError, TypeError) as err:
-            raise BenchError(f"data: {err} (set it with --data.data_root=PATH)") from err
+        dm, module, cfg = configure(fit_args)
     except BenchError as err:
         print(f"tsf bench-data: {err}", file=sys.stderr)
         return 2
+    except SystemExit as err:  # the fit parser's own message is printed above
+        return 2 if err.code not in (0, None) else 0
     dm.setup("fit")
     loader = dm.train_dataloader()
     hp = dm.hparams
+    net = module.net
+    params = sum(p.numel() for p in net.parameters())
     print(
-        f"{args.config}: {len(dm.datasets['train'])} training videos under {hp.data_root}, "
+        f"{len(dm.datasets['train'])} training videos under {hp.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
-        f"batch {dm.batch_size}, backend {hp.backend}"
+        f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
+        f"{params / 1e6:.2f} M parameters"
     )
     rate = loader_throughput(loader, args.seconds, progress=not args.no_progress)
     print(
@@ -146,23 +240,26 @@ def main(argv: list[str]) -> int:
         f"({rate.per_worker:.1f} per worker; {rate.clips} clips in {rate.seconds:.1f} s after "
         f"{rate.startup_seconds:.1f} s of start-up)"
     )
-    device = args.step_device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "none"
-    if device == "none":
-        print("no GPU: training step not timed (--step-device cpu times it on the CPU)")
-        return 0
-    from lightning_tsf.train.speed import time_training_step
+    probes = [p for r in dm.records("train")[:5] if (p := probe_video(r.path)) is not None]
+    lines = prepare_advice(probes, dm)
+    device = _step_device(args.step_device)
+    if device != "none":
+        from lightning_tsf.train.speed import time_training_step
 
-    dev = torch.device(device)
-    precision = _precision(cfg, dev)
-    net = _build_net(cfg, dm)
-    step = time_training_step(net, dm.batch_size, precision, dev, steps=args.steps)
-    step_rate = dm.batch_size / step
-    print(
-        f"training step on {device} ({precision}, batch {dm.batch_size}): {1000 * step:.1f} ms "
-        f"= {step_rate:.1f} clips/s"
-    )
-    for line in advice(rate, step_rate, dm, "GPU" if dev.type == "cuda" else device):
+        dev = torch.device(device)
+        precision = str(cfg.trainer.precision)
+        if dev.type == "cpu" and precision in ("16-mixed", "16"):
+            precision = "32-true"
+        step = time_training_step(net, dm.batch_size, precision, dev, steps=args.steps)
+        note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
+        print(
+            f"training step on {device} ({precision}, batch {dm.batch_size}): "
+            f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}"
+        )
+        name = "GPU" if dev.type == "cuda" else device
+        lines = advice(rate, step, dm.batch_size, name) + lines
+    else:
+        print("training step not timed (--step-device none)")
+    for line in lines:
         print(f"-> {line}")
     return 0

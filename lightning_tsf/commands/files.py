@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +40,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-names", help="class-name file (one per line, or JSON)")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--num-workers", type=int,
+                        help="decoding processes (default: the usable cores less one; 0: decode "
+                        "in this process)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_source(parser)
     add_view_options(parser)
@@ -52,6 +57,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
         batch_size=args.batch_size,
         progress=False if args.no_progress else None,
         backend=args.backend,
+        num_workers=args.num_workers,
         **model_source(args),
         **{k: getattr(args, k) for k in VIEW_OPTIONS},
     )
@@ -85,11 +91,20 @@ def predict_main(argv: list[str]) -> int:
     """``tsf predict-files``: top-k classes of each video; JSON/CSV and optional heatmaps."""
     parser = _parser("predict-files", "Predict the classes of video files.")
     parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--out", help="write predictions to this .json or .csv file")
+    parser.add_argument("--out", help="write predictions to this .json or .csv file, or to a "
+                        ".jsonl file one line per video as each is done")  # fmt: skip
+    parser.add_argument("--resume", action="store_true",
+                        help="with --out X.jsonl: skip the videos already in it, append the rest")
     parser.add_argument("--save-heatmap", metavar="DIR", help="write a rollout PNG per video")
     args = parser.parse_args(argv)
+    jsonl = bool(args.out) and Path(args.out).suffix.lower() == ".jsonl"
+    if args.resume and not jsonl:
+        print("tsf predict-files: error: --resume needs --out FILE.jsonl", file=sys.stderr)
+        return 2
     if (predictor := _start("predict-files", args)) is None:
         return 2
+    if jsonl:
+        return _predict_lines(predictor, args)
     result = predictor.predict(args.inputs, args.topk)
     for p in result:
         print(f"{p.path}: " + "  ".join(f"{c} ({x:.3f})" for c, x in zip(p.classes, p.probs)))
@@ -100,6 +115,50 @@ def predict_main(argv: list[str]) -> int:
     if args.out:
         print(f"wrote {write_predictions(rows, args.out)}")
     return _report(result.errors)
+
+
+def read_done(path: Path) -> list[dict]:
+    """The complete JSON lines of a ``.jsonl`` predictions file (a line cut short by a kill is
+    dropped)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in rows if isinstance(r, dict) and "path" in r]
+
+
+def _predict_lines(predictor: Predictor, args: argparse.Namespace) -> int:
+    """``--out X.jsonl``: one JSON line per video (a failed one: ``{"path", "error"}``) in
+    input order, written and flushed as each is done, so a killed run loses at most the videos
+    in flight; ``--resume`` keeps the complete lines and skips their videos."""
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = read_done(out) if args.resume else []
+    tmp = out.with_name(out.name + ".tmp")  # the kept lines, rewritten whole before appending
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in done))
+    os.replace(tmp, out)
+    if done:
+        print(f"resuming: {len(done)} video(s) already in {out}")
+    failed = 0
+    with out.open("a") as f:
+        for item in predictor.iter_predict(args.inputs, args.topk, {r["path"] for r in done}):
+            if isinstance(item, VideoError):
+                failed += 1
+                print(item.message, file=sys.stderr)
+                row = {"path": item.path, "error": item.message}
+            else:
+                print(f"{item.path}: " + "  ".join(f"{c} ({x:.3f})"
+                                                   for c, x in zip(item.classes, item.probs)))
+                row = item.to_dict()
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+    if args.save_heatmap:
+        predictor.heatmaps(args.inputs, args.save_heatmap)
+    print(f"wrote {out}")
+    return 1 if failed else 0
 
 
 def heatmap_main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ import io
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -114,6 +114,17 @@ class VideoReader(ABC):
         if frames.ndim != 4 or frames.shape[0] != len(idx):
             raise VideoDecodeError(self.path, f"decoded {frames.shape[0]} of {len(idx)} frames")
         return frames
+
+    def iter_frames(
+        self, indices: Sequence[int], chunk: int = 64
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` for the distinct ``indices`` in ascending order, decoded in one
+        pass (long videos: a timeline's windows, each frame decoded once and not all held).
+        Here by :meth:`get_frames` on ``chunk`` indices at a time; PyAV streams them."""
+        wanted = sorted({int(i) for i in indices})
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            yield from zip(part, self.get_frames(part))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the decoder (the reader can be reopened by using it again)."""
@@ -266,16 +277,37 @@ class PyAVReader(VideoReader):
         return float(self._metadata(self._open_container()).fps)
 
     def _decode(self, indices: list[int]) -> np.ndarray:
+        decoded = dict(self._stream(sorted(set(indices))))
+        return np.stack([decoded[i] for i in indices])
+
+    def iter_frames(
+        self, indices: Sequence[int], chunk: int = 64
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        try:
+            yield from self._stream(sorted({int(i) for i in indices}))
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            raise VideoDecodeError(self.path, f"{type(exc).__name__}: {exc}") from exc
+
+    def _stream(self, targets: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode the ascending distinct ``targets``, yielding each ``(index, frame)`` as soon
+        as it is decoded: one pass, seeking forward only where :meth:`_Meta.should_seek` says
+        so (and backward to an earlier keyframe for an open GOP's leading frames)."""
+        if not targets:
+            return
         container = self._open_container()  # stays open for further reads until close()
         meta = self._metadata(container)
         stream = container.streams.video[0]
-        if min(indices) < 0 or max(indices) >= meta.frames:
+        if targets[0] < 0 or targets[-1] >= meta.frames:
             raise VideoDecodeError(self.path, f"frame index out of range 0..{meta.frames - 1}")
-        wanted = set(indices)
-        decoded: dict[int, np.ndarray] = {}
-        frames, position, size = None, -1, None  # decoder iterator, last decoded index
-        for target in sorted(wanted):
+        wanted = set(targets)
+        decoded: dict[int, np.ndarray] = {}  # decoded ahead of the target being looked for
+        frames, position, size, done = None, -1, None, -1  # decoder iterator, last index
+        for target in targets:
             if target in decoded:
+                done = target
+                yield target, decoded.pop(target)
                 continue
             gop = meta.seek_point(target)
             for attempt in range(gop + 1):
@@ -290,7 +322,7 @@ class PyAVReader(VideoReader):
                     if position <= previous:
                         raise FrameOrderError(self.path, "decoded frames out of timestamp order "
                                               "(B-frames in AVI?): frame positions unknown")
-                    if position in wanted and position not in decoded:
+                    if position in wanted and position > done and position not in decoded:
                         if size is None:
                             size = scaled_size(*display_size(frame), self.short_side)
                         decoded[position] = upright_rgb(frame, size)
@@ -302,7 +334,8 @@ class PyAVReader(VideoReader):
                     break  # prepared files: no earlier seek point to try
             if target not in decoded:
                 raise VideoDecodeError(self.path, f"frame {target} not delivered by the decoder")
-        return np.stack([decoded[i] for i in indices])
+            done = target
+            yield target, decoded.pop(target)
 
 
 class _Meta(NamedTuple):
@@ -439,6 +472,18 @@ class AutoReader(VideoReader):
             return self.reader.get_frames(indices)
         except FrameOrderError as err:
             return self._fall_back(err).get_frames(indices)
+
+    def iter_frames(
+        self, indices: Sequence[int], chunk: int = 64
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        done = -1
+        try:
+            for index, frame in self.reader.iter_frames(indices, chunk):
+                done = index
+                yield index, frame
+        except FrameOrderError as err:
+            rest = [i for i in indices if i > done]
+            yield from self._fall_back(err).iter_frames(rest, chunk)
 
     def close(self) -> None:
         if self._reader is not None:

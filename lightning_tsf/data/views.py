@@ -11,7 +11,7 @@ validation, ``tsf predict``) and inference on files (:mod:`lightning_tsf.inferen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,34 @@ def clip_views(frames: np.ndarray, spec: ViewSpec) -> Tensor:
     crop, crop)`` uint8. Also used for clips at indices chosen elsewhere (timeline windows)."""
     resized = resize_clip(frames, spec)
     return torch.stack([spatial_view(resized, spec, s) for s in range(spec.num_spatial_crops)])
+
+
+def window_clips(
+    reader: VideoReader, windows: Sequence[tuple[float, float, np.ndarray]]
+) -> Iterator[tuple[tuple[float, float, np.ndarray], np.ndarray]]:
+    """``(window, frames (T, H, W, 3))`` of each window (a timeline's
+    :func:`~lightning_tsf.data.sampling.sliding_windows`, frame indices ascending), in order.
+
+    The video is read once, front to back (:meth:`VideoReader.iter_frames` of the union of the
+    windows' frames): each frame is decoded once and a window goes out as soon as its last
+    frame is in; only frames that a later window still needs are held, so memory stays that of
+    about one window however long the video.
+    """
+    if not windows:
+        return
+    lows = np.minimum.accumulate([int(w[2].min()) for w in windows][::-1])[::-1]
+    union = np.unique(np.concatenate([w[2] for w in windows]))
+    held: dict[int, np.ndarray] = {}
+    next_window = 0
+    for index, frame in reader.iter_frames(union.tolist()):
+        held[index] = frame
+        while next_window < len(windows) and int(windows[next_window][2].max()) <= index:
+            window = windows[next_window]
+            yield window, np.stack([held[int(i)] for i in window[2]])
+            next_window += 1
+            low = int(lows[next_window]) if next_window < len(windows) else index + 1
+            for i in [i for i in held if i < low]:
+                del held[i]
 
 
 def read_views(source: str | VideoReader, spec: ViewSpec) -> Tensor:
