@@ -44,7 +44,8 @@ def barcode_root(tmp_path: Path) -> Path:
 
 
 def test_shard_command_reports_and_reruns(
-    barcode_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    barcode_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "shards"
     args = ["shard", str(barcode_root), str(out), "--short-side=48", "--workers=0",
@@ -60,8 +61,11 @@ def test_shard_command_reports_and_reruns(
     capsys.readouterr()
     assert tsf(args) == 0
     assert "already complete: train, val, test" in capsys.readouterr().err
-    assert tsf(["shard", str(barcode_root), "s3://bucket/prefix"]) == 2
-    assert "object storage" in capsys.readouterr().err
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    assert tsf(["shard", str(barcode_root), "s3://bucket/prefix"]) == 2  # checked first
+    err = capsys.readouterr().err
+    assert "s3://bucket/prefix" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_interrupted_split_restarts(barcode_root: Path, tmp_path: Path) -> None:
