@@ -48,7 +48,7 @@ class VideoDataModule(pl.LightningDataModule):
         train_split, val_split, test_split: annotation files (folders for ``"folder"``) under
             ``data_root``; None uses the format default (kinetics: train/val/test.csv;
             ssv2: train.json/validation.json/validation.json; folder: train/val/test
-            sub-folders, or ``data_root`` itself if there are none).
+            sub-folders, which must exist).
         predict_split: defaults to the test split.
         class_names_file: kinetics: ``classnames.txt`` (optional; one name per line, or JSON
             ``{name: id}``); ssv2: ``labels.json``; folder: none (sorted sub-folder names).

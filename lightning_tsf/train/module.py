@@ -2,8 +2,10 @@
 
 Training: cross-entropy (optional label smoothing, mixup/cutmix), top-1/top-5 with torchmetrics.
 Test: the paper's protocol, video-level accuracy of the softmax averaged over all views of a
-video; views are de-duplicated by ``(video_index, view_index)`` and gathered over ranks, so each
-video counts once under DDP. Predict: top-k classes with probabilities per video.
+video (the one :class:`~lightning_tsf.data.views.ViewAccumulator`, gathered over ranks; the
+eval samplers and streams hand each view to one rank once). Predict: the prediction record of
+each video. The input record (:class:`~lightning_tsf.data.inputs.InputConfig`) is resolved when
+training starts and saved in every checkpoint.
 """
 
 from __future__ import annotations
