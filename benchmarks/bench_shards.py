@@ -329,21 +329,27 @@ def main() -> None:
           f"(short side 256, keyint 5): {size / 2**20:.1f} MB; shards: {chunks} chunks of <= 4 MB "
           f"(made in {made:.0f} s)\n")  # fmt: skip
     base = per_core["prepared files"]
-    print(f"1. training loader, one process, no workers, 1 torch thread, 8x32 dense, crop 224; "
-          f"{args.rounds} rounds of whole epochs ({args.videos} clips), medians")
+    print(
+        f"1. training loader, one process, no workers, 1 torch thread, 8x32 dense, crop 224; "
+        f"{args.rounds} rounds of whole epochs ({args.videos} clips), medians"
+    )
     print("| source | clips / s / core | vs prepared files | DataModule + loader setup, s |")
     print("|---|---:|---:|---:|")
     for name, rate in per_core.items():
         print(f"| {name} | {rate:.2f} | {rate / base:.3f}x | {setup[name]:.2f} |")
     print(f"(loopback S3, first epoch, cold cache: {cold:.2f} clips/s)")
-    print(f"\n2. time to the first batch (8 clips), {args.index_videos} videos, fresh process, "
-          f"imports excluded, {args.index_rounds} rounds, medians; shards: {index_chunks} chunks")
+    print(
+        f"\n2. time to the first batch (8 clips), {args.index_videos} videos, fresh process, "
+        f"imports excluded, {args.index_rounds} rounds, medians; shards: {index_chunks} chunks"
+    )
     print("| source | s to first batch |\n|---|---:|")
     for name, values in first.items():
         print(f"| {name} | {statistics.median(values):.2f} |")
     print("\n3. data-file opens in one training epoch (strace -f -e trace=openat,fadvise64)")
-    print("| source | clips | chunks / videos | chunk .bin opens (of them fadvise hints) | "
-          "video opens | other data-folder files |")
+    print(
+        "| source | clips | chunks / videos | chunk .bin opens (of them fadvise hints) | "
+        "video opens | other data-folder files |"
+    )
     print("|---|---:|---:|---:|---:|---|")
     for name, o in opens.items():
         if o is None:
