@@ -13,6 +13,11 @@ One process, interleaved rounds (round-robin, so drift hits every method alike),
 
 Goal (issue "data at GPU speed"): prepared >= 5x plain x264 in clips/s per core, storage of the
 prepared files <= 3x plain x264. Run: ``python benchmarks/bench_data.py [--rounds N]``.
+
+Shards (``tsf shard``) against the same prepared files: ``benchmarks/bench_shards.py``
+(training clips/s per core, time to the first batch over a 100k-video index, data-file opens
+per epoch, shards from a loopback S3 server); raw chunk reads, local against loopback S3:
+``benchmarks/bench_storage.py``.
 """
 
 from __future__ import annotations
