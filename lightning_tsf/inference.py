@@ -9,7 +9,7 @@ video with :func:`~lightning_tsf.data.views.average_views`, as ``tsf test`` does
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -274,17 +274,6 @@ def load_views(
     views = normalize_video(raw.transpose(1, 2), mean, std)  # (V, C, T, S, S)
     frames = raw[spec.centre_view].permute(0, 2, 3, 1).contiguous().numpy()
     return views, frames
-
-
-@torch.no_grad()
-def batched(
-    model: TimeSformer, fn: str | Callable[[Tensor], Tensor], views: Tensor, batch_size: int
-) -> Tensor:
-    """``fn`` (a model method's name, or a function of a batch) over ``views`` in chunks of
-    ``batch_size`` on the model's device; float32 results on the CPU."""
-    device = next(model.parameters()).device
-    call = getattr(model, fn) if isinstance(fn, str) else fn
-    return torch.cat([call(c.to(device)).float().cpu() for c in views.split(batch_size)])
 
 
 @torch.no_grad()

@@ -196,6 +196,9 @@ class VideoDataModule(pl.LightningDataModule):
         self._records = ({} if self.shard_meta else
                          {stage: self.records(stage) for stage in ("train", "val")})
         self.datasets: dict[str, VideoDataset] = {}
+        # shards: the train stream (its position goes into checkpoints) and a restored one
+        self._shard_train_loader: DataLoader | None = None
+        self._shard_state: dict | None = None
 
     def num_videos(self, stage: str) -> int:
         """Videos of ``stage`` in the split (shards: as written; files: as annotated)."""
@@ -430,7 +433,7 @@ class VideoDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """The shard training stream's position, saved in every checkpoint (Lightning builds
         the train loader before it restores its own copy of it, so it never restores that)."""
-        loader = getattr(self, "_shard_train_loader", None)
+        loader = self._shard_train_loader
         return {"shard_train": loader.state_dict()} if loader is not None else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -438,7 +441,7 @@ class VideoDataModule(pl.LightningDataModule):
         self._shard_state = state_dict.get("shard_train")
 
     def _take_shard_state(self) -> dict | None:
-        state, self._shard_state = getattr(self, "_shard_state", None), None
+        state, self._shard_state = self._shard_state, None
         return state
 
     def train_dataloader(self) -> DataLoader:
