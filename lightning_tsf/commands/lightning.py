@@ -194,7 +194,7 @@ class TSFCLI(LightningCLI):
         ckpt = self.config_init[self.subcommand].get("ckpt_path")
         record: InputConfig | None = None
         if ckpt and Path(str(ckpt)).is_file():
-            saved = read_checkpoint(str(ckpt)).get("input_config")
+            saved = read_checkpoint(str(ckpt), mmap=True).get("input_config")
             record = InputConfig.from_dict(saved, str(ckpt)) if isinstance(saved, dict) else None
         elif not ckpt:
             self._load_pretrained()

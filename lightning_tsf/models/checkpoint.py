@@ -94,14 +94,23 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_checkpoint(path: str | Path) -> Mapping:
-    """``torch.load`` with ``weights_only=True`` and an error that says what went wrong."""
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> Mapping:
+    """``torch.load`` with ``weights_only=True`` and an error that says what went wrong.
+
+    ``mmap``: map the tensors instead of reading them (for a caller that wants a checkpoint's
+    small entries, e.g. its input record, without loading gigabytes of weights and optimizer
+    state); files in torch's old non-zip format are read whole."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes); download or copy it again")
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # the legacy format cannot be mapped
+                pass
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
