@@ -4,7 +4,7 @@ the ImageNet-21K ViT-B/16 the paper initialises from.
 ``tsf weights list`` prints :data:`ZOO`; ``tsf weights download NAME`` (or
 ``model.pretrained: zoo:NAME`` in an experiment) fetches a file into the cache
 (``$LIGHTNING_TSF_CACHE``, default ``~/.cache/lightning_tsf``): with a progress bar, resuming
-an interrupted download (HTTP ``Range``), into a temporary file that is checked (size and
+an interrupted download (HTTP ``Range``), into a temporary file that is checked (its
 sha256 where known, and a strict load into the matching model) before it is renamed into
 place. Nothing is ever loaded from a half-written file.
 
@@ -101,10 +101,8 @@ def sources(item: ZooEntry, mirror: str | None = None) -> list[Source]:
 
 
 def verify(item: ZooEntry, path: Path) -> None:
-    """Size and sha256 where known, then a strict load into the matching model (its class
+    """The sha256 where known, then a strict load into the matching model (its class
     count read from the file's head, and checked against the entry's where it has one)."""
-    if item.size is not None and path.stat().st_size != item.size:
-        raise ZooError(f"{path}: {path.stat().st_size} bytes, expected {item.size}")
     if item.sha256 is not None and sha256(path) != item.sha256:
         raise ZooError(f"{path}: sha256 differs from the known {item.sha256}")
     try:

@@ -34,11 +34,10 @@ class ZooEntry:
     num_classes: int | None  # None: as the file's head says
     kind: str  # load_checkpoint kind: "official" or "timm"
     scheme: str = "divided_space_time"
-    top1: float | None = None  # reported by the official README (3 views x 1 clip)
-    top5: float | None = None
+    # (top-1, top-5) reported by the official README (3 views x 1 clip); top-5 may be None
+    accuracy: tuple[float, float | None] | None = None
     hf: str | None = None  # the HF hub copy, converted names (load with kind="hf")
-    sha256: str | None = None
-    size: int | None = None  # bytes
+    sha256: str | None = None  # of the file, where known (a wrong or cut file never matches)
 
     @property
     def frames_x_size(self) -> str:
@@ -57,7 +56,7 @@ def _official(name: str, file_id: str, file: str, dataset: str, preset: str, fra
               classes: int | None, top1: float, top5: float | None,
               hf: str | None = None) -> ZooEntry:  # fmt: skip
     return ZooEntry(name, file, _DROPBOX.format(id=file_id, file=file), dataset, preset, frames,
-                    classes, "official", top1=top1, top5=top5, hf=hf)  # fmt: skip
+                    classes, "official", accuracy=(top1, top5), hf=hf)  # fmt: skip
 
 
 ZOO: dict[str, ZooEntry] = {
