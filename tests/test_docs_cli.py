@@ -87,13 +87,19 @@ def _exists(command: tuple[str, ...], option: str) -> bool:
 
 
 def _units(text: str) -> list[tuple[int, str]]:
-    """``(line, text)`` of every code line (continuations joined) and every inline code span."""
-    units, fenced, held, start = [], False, "", 0
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip().startswith("```"):
-            fenced = not fenced
-            continue
-        if fenced:
+    """``(line, text)`` of every code line (continuations joined) and every inline code span
+    (a span may run over a line break within its paragraph)."""
+    units, fenced, held, start, para = [], False, "", 0, []
+    for n, line in enumerate([*text.splitlines(), ""], 1):
+        if line.strip().startswith("```") or not line.strip():
+            joined = " ".join(t for _, t in para)
+            starts = [(sum(len(t) + 1 for _, t in para[:k]), m) for k, (m, _) in enumerate(para)]
+            for span in re.finditer(r"`([^`]+)`", joined):
+                at = max(m for offset, m in starts if offset <= span.start())
+                units.append((at, span.group(1)))
+            para = []
+            fenced ^= line.strip().startswith("```")
+        elif fenced:
             held, start = (held + " " + line.strip(), start) if held else (line.strip(), n)
             if held.endswith("\\"):
                 held = held[:-1]
@@ -101,7 +107,7 @@ def _units(text: str) -> list[tuple[int, str]]:
             units.append((start, held))
             held = ""
         else:
-            units += [(n, m.group(1)) for m in re.finditer(r"`([^`]+)`", line)]
+            para.append((n, line))
     return units
 
 
