@@ -28,12 +28,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lightning_tsf.data.pyav_index import (
-    PREPARED_TAG,
-    FrameIndex,
-    frame_index,
-    keyframe_interval,
-)
+from lightning_tsf.data.names import BACKENDS, PREPARED_TAG
+from lightning_tsf.data.pyav_index import FrameIndex, frame_index, keyframe_interval
 from lightning_tsf.data.video_reader import (
     FrameOrderError,
     VideoDecodeError,
@@ -49,7 +45,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "decord", "pyav")  # auto: the exact reader, PyAV, on every file
 OUT_OF_ORDER = "decoded frames out of timestamp order (B-frames in AVI?): frame positions unknown"
 
 

@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lightning_tsf.data.names import PREPARED_TAG
 from lightning_tsf.data.video_reader import FrameOrderError, VideoDecodeError
-
-PREPARED_TAG = "lightning_tsf prepared keyint="
 
 
 def keyframe_interval(metadata: dict[str, str]) -> int | None:
