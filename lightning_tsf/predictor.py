@@ -224,7 +224,7 @@ class Predictor:
 
     ``input_config``: what the model expects (:class:`~lightning_tsf.data.inputs.InputConfig`,
     read from the checkpoint by :meth:`from_checkpoint`); ``backend``: the video reader
-    (``auto``: PyAV on every file). ``device``: None picks ``cuda`` when available, else ``cpu``.
+    (``auto`` picks per file). ``device``: None picks ``cuda`` when available, else ``cpu``.
     ``batch_size``: views per forward pass (views of several videos share one). ``progress``:
     a tqdm bar over videos; None shows it on a terminal for more than a handful, False never.
     ``num_workers``: decoding processes (None: :func:`~lightning_tsf.data.loader.

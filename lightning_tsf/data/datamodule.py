@@ -79,7 +79,7 @@ class VideoDataModule(pl.LightningDataModule):
             seeded from the main process each epoch, which keeps resumed runs exact.
         prefetch_factor: batches each worker prepares ahead.
         max_decode_retries: broken videos replaced in a row before a training sample fails.
-        backend: ``"auto"`` (default: PyAV on every file, see :mod:`.decode`), decord, pyav.
+        backend: ``"auto"`` (default: PyAV on prepared files, decord elsewhere), decord, pyav.
         decode_short_side: decode sources whose short side is larger at this short side.
         multiprocessing_context: DataLoader worker start method (None = platform default).
         seed: the training order's and the clips' random draws (:class:`SeededTrainSampler`);
