@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import io
 import re
+import typing
 from pathlib import Path
+
+import jsonargparse
 
 from lightning_tsf.cli import ALIASES, COMMANDS
 from lightning_tsf.cli import main as tsf
@@ -80,10 +84,32 @@ def _exists(command: tuple[str, ...], option: str) -> bool:
     for prefix, classes in CLASS_OPTIONS.items():
         if option.startswith(prefix + "."):
             key = option[len(prefix) + 1 :].removeprefix("init_args.")
-            return any(
-                _listed(f"{prefix}.{key}", help_text("fit", f"{prefix}.help", c)) for c in classes
-            )
+            return any(_in_class(prefix, c, key) for c in classes)
     return False
+
+
+def _in_class(prefix: str, class_path: str, key: str) -> bool:
+    """``key`` is an argument of ``class_path`` (``tsf fit PREFIX.help CLASS``), or a field of
+    a dataclass-typed argument (``tokens.merge_r``: the help of that argument's type)."""
+    text = help_text("fit", f"{prefix}.help", class_path)
+    if _listed(f"{prefix}.{key}", text):
+        return True
+    attr, _, rest = key.partition(".")
+    if not rest or not _listed(f"{prefix}.{attr}.help", text):
+        return False
+    return _listed(f"--{attr}.{rest}", argument_type_help(class_path, attr))
+
+
+@functools.cache
+def argument_type_help(class_path: str, attr: str) -> str:
+    """jsonargparse's help of the (dataclass) type of constructor argument ``attr`` of
+    ``class_path``, its fields as ``--attr.field``; jsonargparse shows it only as a flag."""
+    module, name = class_path.rsplit(".", 1)
+    hint = typing.get_type_hints(getattr(importlib.import_module(module), name).__init__)[attr]
+    kind = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    parser = jsonargparse.ArgumentParser()
+    parser.add_class_arguments(kind, attr)
+    return parser.format_help()
 
 
 def _units(text: str) -> list[tuple[int, str]]:
