@@ -34,13 +34,12 @@ from lightning_tsf.models.checkpoint import (
     load_checkpoint,
     read_checkpoint,
 )
+from lightning_tsf.models.names import CACHE_ENV, MIRROR_ENV, cache_dir
 from lightning_tsf.models.presets import create_model
 from lightning_tsf.models.zoo_catalog import PREFIX, ZOO, NotInSource, ZooEntry, ZooError, entry
 from lightning_tsf.models.zoo_lock import (
-    CACHE_ENV,
     LOCK_JSON,
     LOCK_TIMEOUT,
-    cache_dir,
     download_lock,
     read_lock,
     record,
@@ -54,7 +53,6 @@ __all__ = [
     "read_lock", "resolve", "sources", "verify",
 ]  # fmt: skip
 
-MIRROR_ENV = "LIGHTNING_TSF_ZOO_URL"  # http(s):// base URL or folder of a mirror (zoo file names)
 HF_FILE = "pytorch_model.bin"  # the weights file of the HF hub copies
 
 

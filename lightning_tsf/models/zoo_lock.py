@@ -11,16 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lightning_tsf.models.names import CACHE_ENV
 from lightning_tsf.models.zoo_catalog import ZooError
 
-CACHE_ENV = "LIGHTNING_TSF_CACHE"
 LOCK_JSON = "zoo.lock.json"  # sha256 of every file that verified, per cache folder
 LOCK_TIMEOUT = 6 * 3600.0  # seconds a process waits for another one's download
-
-
-def cache_dir() -> Path:
-    """Where downloads go: ``$LIGHTNING_TSF_CACHE`` or ``~/.cache/lightning_tsf``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lightning_tsf")
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime) -> sha256, per process
