@@ -32,8 +32,8 @@ from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
-from lightning_tsf.data.shards import ShardError, is_shard_folder, read_metadata, split_dir
-from lightning_tsf.data.storage import check_remote, input_dir, is_remote, worker_init
+from lightning_tsf.data.shard_format import ShardError, is_shard_folder, read_metadata, split_dir
+from lightning_tsf.data.storage import check_remote, check_stream, input_dir, is_remote, worker_init
 from lightning_tsf.data.storage import storage_options as storage_options_for
 from lightning_tsf.data.trainer_state import batches_done_this_epoch, current_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
@@ -153,6 +153,10 @@ class VideoDataModule(pl.LightningDataModule):
         if self.source == "shards":
             self.shard_meta = read_metadata(data_root, storage_options)
             format = self.shard_meta["format"]
+            for split in ("train", "val"):  # a broken index or object stops here, one line
+                if split in self.shard_meta.get("splits", {}):
+                    check_stream(split_dir(data_root, split), storage_options, cache_dir,
+                                 max_cache_size)  # fmt: skip
         self.data_root: Path | str = (data_root if self.remote else Path(data_root)
                                       if self.shard_meta else require(Path(data_root),
                                                                       "data_root"))  # fmt: skip
