@@ -14,6 +14,16 @@ from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, 
 from lightning_tsf.data.decode import BACKENDS
 
 
+def add_outside_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-outside-root``: the opt-in to paths outside the dataset (one definition)."""
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept annotated paths (and files) that resolve outside the dataset root (.., "
+        "symlinks); by default each is an error naming file and line",
+    )
+
+
 def check_videos_main(argv: list[str]) -> int:
     """List unreadable videos of a dataset's splits; exit 1 if there are any, 2 if an annotation
     file cannot be read (one line naming file and entry)."""
@@ -39,6 +49,7 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--full", action="store_true", help="decode every frame (slow)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")
+    add_outside_option(p)
     args = p.parse_args(argv)
     splits = list(dict.fromkeys(args.splits or DEFAULT_SPLITS[args.format]))
     class_file = args.class_names_file or DEFAULT_CLASS_FILES[args.format]
@@ -53,6 +64,7 @@ def check_videos_main(argv: list[str]) -> int:
             video_dir=args.video_dir,
             video_ext=args.video_ext,
             labelled=not args.unlabelled,
+            allow_outside=args.allow_outside_root,
         )
         paths = [r.path for split in splits for r in read(split=split)]
     except (OSError, ValueError) as err:  # AnnotationError is a ValueError
@@ -84,6 +96,7 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("--preset", default=Encoding.preset, help="x264 speed preset")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
+    add_outside_option(p)
     args = p.parse_args(argv)
     try:
         report = prepare_dataset(
@@ -93,6 +106,7 @@ def prepare_main(argv: list[str]) -> int:
             encoding=Encoding(args.keyint, args.crf, args.preset),
             num_workers=args.workers,
             progress=not args.no_progress,
+            allow_outside=args.allow_outside_root,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"tsf prepare: {err}", file=sys.stderr)
@@ -131,6 +145,7 @@ def shard_main(argv: list[str]) -> int:
                    "default: the AWS variables")  # fmt: skip
     p.add_argument("--staging", help="object storage: local folder the splits are written to "
                    "before upload (default: under the cache)")  # fmt: skip
+    add_outside_option(p)
     args = p.parse_args(argv)
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
     try:
@@ -141,6 +156,7 @@ def shard_main(argv: list[str]) -> int:
             encoding=Encoding(args.keyint, args.crf, args.preset), chunk_bytes=args.chunk_bytes,
             num_workers=args.workers, progress=not args.no_progress,
             storage_options=args.storage_options, staging=args.staging,
+            allow_outside=args.allow_outside_root,
         )  # fmt: skip
     except (OSError, ValueError, ShardError) as err:  # AnnotationError is a ValueError
         print(f"tsf shard: {err}", file=sys.stderr)

@@ -96,6 +96,9 @@ class VideoDataModule(pl.LightningDataModule):
         cache_dir, max_cache_size: object storage: where downloaded chunks are kept (None =
             ``$LIGHTNING_TSF_CACHE/streams``) and how much of them at most (LitData evicts
             whole chunks beyond it).
+        allow_outside_root: accept annotated video paths and class folders that resolve
+            (``..``, symlinks) outside ``data_root``/``video_dir``; off: each is an
+            :class:`AnnotationError` naming file and line (see :mod:`.annotations`).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class VideoDataModule(pl.LightningDataModule):
         storage_options: dict | None = None,
         cache_dir: str | None = None,
         max_cache_size: str | None = "50GB",
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -238,6 +242,7 @@ class VideoDataModule(pl.LightningDataModule):
             hp.video_dir,
             hp.video_ext,
             labelled=stage != "predict",  # scored stages need labels; see load_split
+            allow_outside=hp.allow_outside_root,
         )
         if not records:
             where = self.data_root / hp.video_dir if self.format == "folder" else self.data_root

@@ -187,20 +187,22 @@ def write_shards(
     storage_options: dict | None = None,
     staging: str | Path | None = None,
     only: set[str] | None = None,
+    allow_outside: bool = False,
 ) -> ShardReport:
     """Write the train/val/test splits of the dataset under ``src_root`` as shards in ``out``.
 
     ``splits`` maps split names to annotation files (folders for ``"folder"``); None = the
     format's defaults (:data:`DEFAULT_SPLITS`). A split whose annotation file is absent is
     skipped and reported; a complete split is never rewritten. ``out`` may be an object-storage
-    URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone."""
+    URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone.
+    ``allow_outside``: accept annotated paths outside ``src_root`` (ids then start ``../``)."""
     if is_remote(out):
         return _write_remote(src_root, str(out), storage_options, staging,
                              dict(format=format, splits=splits,
                                   class_names_file=class_names_file, video_dir=video_dir,
                                   video_ext=video_ext, short_side=short_side, encoding=encoding,
                                   chunk_bytes=chunk_bytes, num_workers=num_workers,
-                                  progress=progress))  # fmt: skip
+                                  progress=progress, allow_outside=allow_outside))  # fmt: skip
     from litdata import optimize
 
     encoding = encoding or Encoding()
@@ -228,7 +230,7 @@ def write_shards(
             report.missing.append(split)
             continue
         records = load_split(format, src, name, class_names, class_file, video_dir, video_ext,
-                             labelled=True)  # fmt: skip
+                             labelled=True, allow_outside=allow_outside)  # fmt: skip
         if not records:
             raise AnnotationError(f"{split} split {src / name} lists no videos")
         partial_dir = dst / f".{split}.partial"

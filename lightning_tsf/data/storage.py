@@ -409,9 +409,9 @@ def _read_index(url: str, opts: Mapping[str, Any], resolved: bool) -> dict:
                 text = client.get_object(Bucket=bucket, Key=key)["Body"].read()
             except botocore.exceptions.ClientError as exc:
                 if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    raise StorageError(f"{where}: not found: nothing sharded there; run `tsf "
-                                       "shard SRC OUT` with this URL as OUT, or fix the URL"
-                                       ) from None  # fmt: skip
+                    raise StorageError(f"{url}: no index.json under this prefix: nothing "
+                                       "sharded there; run `tsf shard SRC OUT` with this URL "
+                                       "as OUT, or fix the URL") from None  # fmt: skip
                 raise
         else:
             text = Path(where).read_bytes()
@@ -420,8 +420,8 @@ def _read_index(url: str, opts: Mapping[str, Any], resolved: bool) -> dict:
             raise ValueError("no 'chunks' list")
         return index
     except FileNotFoundError:
-        raise StorageError(f"{where}: not found: nothing sharded there; run `tsf shard SRC "
-                           f"{url.rsplit('/', 1)[0]}` or fix the path") from None  # fmt: skip
+        raise StorageError(f"{url}: no index.json: nothing sharded there; run `tsf shard SRC "
+                           f"{url}` or fix the path") from None  # fmt: skip
     except (ValueError, UnicodeDecodeError) as err:
         raise StorageError(f"{where}: unreadable ({type(err).__name__}: {str(err)[:80]}), "
                            f"truncated or not LitData's index; {RESHARD}") from None  # fmt: skip
