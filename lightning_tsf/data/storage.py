@@ -68,7 +68,7 @@ class StorageError(ValueError):
 REDACTED = "***"
 # Keys whose values are credentials: written nowhere (config.yaml, checkpoints, W&B, logs).
 SECRET_KEY = re.compile(
-    r"secret|token|passw|credential|private|api_?key|access_?key|auth|signature|session",
+    r"secret|token|passw|credential|private_?key|api_?key|access_?key",
     re.IGNORECASE,
 )
 
