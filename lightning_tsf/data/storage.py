@@ -428,6 +428,8 @@ def _read_index(url: str, opts: Mapping[str, Any], resolved: bool) -> dict:
     except StorageError:
         raise
     except Exception as exc:
+        if _kind(exc) == "transient":
+            raise  # retried by the caller
         raise as_storage_error(exc, where) or exc from None
 
 
@@ -443,6 +445,8 @@ def _object_sizes(url: str, opts: Mapping[str, Any], resolved: bool) -> dict[str
             for obj in page.get("Contents", []):
                 sizes[obj["Key"][len(prefix) :]] = int(obj["Size"])
     except Exception as exc:
+        if _kind(exc) == "transient":
+            raise  # retried by the caller
         raise as_storage_error(exc, url) or exc from None
     return sizes
 
@@ -474,13 +478,13 @@ def check_cache(cache: Path, need: int, max_cache_size: int | str | None) -> Non
     limit = parse_size(max_cache_size)
     if limit is not None and limit < need:
         raise StorageError(f"chunk cache {cache}: max_cache_size {max_cache_size} is below "
-                           f"two chunks of this stream ({need} bytes); raise "
+                           f"the room of the stream's two largest chunks ({need} bytes); raise "
                            "data.max_cache_size")  # fmt: skip
     free = shutil.disk_usage(cache).free
     if free < need:
-        raise StorageError(f"chunk cache {cache}: disk full ({free} bytes free, two chunks "
-                           f"need {need}); free space there or {what} on a larger disk"
-                           )  # fmt: skip
+        raise StorageError(f"chunk cache {cache}: disk full ({free} bytes free, the two "
+                           f"largest chunks need {need}); free space there or {what} on a "
+                           "larger disk")  # fmt: skip
 
 
 def check_stream(
@@ -497,9 +501,10 @@ def check_stream(
     folder is usable with room for two chunks. Each fault is one :class:`StorageError` naming
     the URL or file and what to do. One listing of the prefix: cheap next to an epoch.
     Returns the parsed index."""
-    index = _read_index(url, options or {}, resolved)
+    host = str(dict(options or {}).get("endpoint_url") or bucket_of(url) or "")
+    index = retrying(lambda: _read_index(url, options or {}, resolved), url, host)
     chunks = [c for c in index["chunks"] if isinstance(c, dict) and c.get("filename")]
-    sizes = _object_sizes(url, options or {}, resolved)
+    sizes = retrying(lambda: _object_sizes(url, options or {}, resolved), url, host)
     missing = [c["filename"] for c in chunks if c["filename"] not in sizes]
     short = [f"{c['filename']} ({sizes[c['filename']]} of {c['chunk_bytes']} bytes)"
              for c in chunks if c["filename"] in sizes and c.get("chunk_bytes")
@@ -575,6 +580,8 @@ def _kind(exc: BaseException) -> str:
         return "full"
     if name == "NotFoundError" or code in ("404", "NoSuchKey"):
         return "missing"
+    if isinstance(exc, FileNotFoundError):  # obstore's 404 has no file name; the OS's has one
+        return "cache" if exc.filename else "missing"
     if name in ("PermissionDeniedError", "UnauthenticatedError") or code in (
         "403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):  # fmt: skip
         return "denied"
@@ -584,8 +591,18 @@ def _kind(exc: BaseException) -> str:
     return "transient"
 
 
+def __getattr__(name: str) -> Any:
+    """``CheckedS3Downloader`` built on first use (litdata is an optional import), under its
+    module-level name so that pickling it to spawned loader workers finds it."""
+    if name == "CheckedS3Downloader":
+        cls = _make_checked_downloader()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _make_checked_downloader() -> type:
-    """:class:`CheckedS3Downloader`, built on first use (litdata is an optional import)."""
+    """:class:`CheckedS3Downloader` (see :func:`__getattr__`)."""
     from filelock import FileLock, Timeout
     from litdata.streaming.downloader import (
         S3Downloader,
@@ -621,62 +638,78 @@ def _make_checked_downloader() -> type:
                 return  # another worker downloads it; LitData's waiters see it published
 
         def _fetch(self, remote: str, local: str, parsed: Any) -> None:
+            host = self._client.client.meta.endpoint_url or parsed.netloc
+            retrying(lambda: self._once(remote, local, parsed), remote, host)
+
+        def _once(self, remote: str, local: str, parsed: Any) -> None:
+            """One attempt; permanent faults as StorageError, transient ones raised as is."""
             key = parsed.path.lstrip("/")
             expected = _indexed_object_bytes(self._chunks, parsed.path)
-            start, delay = time.monotonic(), 0.5
-            while True:
-                tmp = self._temp_download_path(local)
-                try:
-                    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-                    if _use_obstore_for_s3_key(parsed.path):
-                        _obstore_get_to_tmp(self._get_store(parsed.netloc), key, tmp, expected)
-                    else:
-                        self._client.client.download_file(parsed.netloc, key, tmp)
-                    got = os.path.getsize(tmp)
-                    if expected and got != expected:
-                        raise StorageError(
-                            f"{remote}: object truncated ({got} of {expected} bytes that "
-                            f"index.json lists); {RESHARD}"
-                        )
-                    self._publish_file(tmp, local)
-                    return
-                except StorageError:
-                    _remove(tmp)
-                    raise
-                except Exception as exc:
-                    _remove(tmp)
-                    kind = _kind(exc)
-                    first = (str(exc).splitlines() or [""])[0][:160]
-                    reason = f"{type(exc).__name__}: {first}"
-                    if kind == "missing":
-                        raise StorageError(f"{remote}: object missing (404); {RESHARD}"
-                                           ) from None  # fmt: skip
-                    if kind == "denied":
-                        raise StorageError(f"{remote}: access denied ({reason}); check the "
-                                           "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-                                           ", AWS_PROFILE)") from None  # fmt: skip
-                    if kind in ("full", "cache"):
-                        what = ("no space left" if kind == "full" else
-                                f"cannot write ({reason})")  # fmt: skip
-                        raise StorageError(f"chunk cache {os.path.dirname(local)}: {what}; "
-                                           "free space there or set data.cache_dir / "
-                                           "data.max_cache_size") from None  # fmt: skip
-                    waited = time.monotonic() - start
-                    if waited + delay > retry_window():
-                        raise StorageError(
-                            f"{remote}: storage unreachable for {waited:.0f} s ({reason}); "
-                            "check the endpoint, then resume with --ckpt_path latest"
-                        ) from None
-                    host = self._client.client.meta.endpoint_url or parsed.netloc
-                    if host not in _warned:
-                        _warned.add(host)
-                        print(f"tsf: warning: storage at {host} failing ({reason}); retrying "
-                              f"with backoff for up to {retry_window():.0f} s",
-                              file=sys.stderr, flush=True)  # fmt: skip
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(15.0, delay * 2)
+            tmp = self._temp_download_path(local)
+            try:
+                os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+                if _use_obstore_for_s3_key(parsed.path):
+                    _obstore_get_to_tmp(self._get_store(parsed.netloc), key, tmp, expected)
+                else:
+                    self._client.client.download_file(parsed.netloc, key, tmp)
+                got = os.path.getsize(tmp)
+                if expected and got != expected:
+                    raise StorageError(f"{remote}: object truncated ({got} of {expected} bytes "
+                                       f"that index.json lists); {RESHARD}")  # fmt: skip
+                self._publish_file(tmp, local)
+            except Exception as exc:
+                _remove(tmp)
+                kind = "" if isinstance(exc, StorageError) else _kind(exc)
+                if kind == "missing":
+                    raise StorageError(f"{remote}: object missing (404); {RESHARD}") from None
+                if kind == "denied":
+                    raise StorageError(f"{remote}: access denied ({_reason(exc)}); check the "
+                                       "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                                       "AWS_PROFILE)") from None  # fmt: skip
+                if kind in ("full", "cache"):
+                    what = "no space left" if kind == "full" else f"cannot write ({_reason(exc)})"
+                    raise StorageError(f"chunk cache {os.path.dirname(local)}: {what}; free "
+                                       "space there or set data.cache_dir / "
+                                       "data.max_cache_size") from None  # fmt: skip
+                raise
 
+    CheckedS3Downloader.__module__ = __name__
+    CheckedS3Downloader.__qualname__ = "CheckedS3Downloader"
     return CheckedS3Downloader
+
+
+def _reason(exc: BaseException) -> str:
+    first = (str(exc).splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {first}"
+
+
+def retrying(call: Callable[[], Any], where: str, host: str) -> Any:
+    """``call()``, retried through a transient outage (refused or reset connections, timeouts,
+    5xx) with backoff (0.5 s doubling to 15 s, jittered) for :func:`retry_window` seconds; the
+    first failure per ``host`` and process is one warning line on stderr. A permanent fault
+    (missing, denied, full: :func:`_kind`) or a :class:`StorageError` passes through; an
+    outage longer than the window ends as one StorageError naming ``where``."""
+    start, delay = time.monotonic(), 0.5
+    while True:
+        try:
+            return call()
+        except StorageError:
+            raise
+        except Exception as exc:
+            if _kind(exc) != "transient":
+                raise
+            waited = time.monotonic() - start
+            if waited + delay > retry_window():
+                raise StorageError(f"{where}: storage unreachable for {waited:.0f} s "
+                                   f"({_reason(exc)}); check the endpoint, then resume with "
+                                   "--ckpt_path latest") from None  # fmt: skip
+            if host not in _warned:
+                _warned.add(host)
+                print(f"tsf: warning: storage at {host} failing ({_reason(exc)}); retrying "
+                      f"with backoff for up to {retry_window():.0f} s", file=sys.stderr,
+                      flush=True)  # fmt: skip
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(15.0, delay * 2)
 
 
 def _remove(path: str) -> None:
@@ -720,11 +753,9 @@ def install_downloader() -> None:
     :class:`StorageError` (the loader reports it, in one line)."""
     from litdata.streaming import downloader, reader
 
-    if getattr(downloader._DOWNLOADERS.get("s3://"), "checked", False):
-        return
-    cls = _make_checked_downloader()
-    cls.checked = True
-    downloader.register_downloader("s3://", cls, overwrite=True)
+    cls = globals().get("CheckedS3Downloader") or __getattr__("CheckedS3Downloader")
+    if downloader._DOWNLOADERS.get("s3://") is not cls:
+        downloader.register_downloader("s3://", cls, overwrite=True)
     thread = reader.PrepareChunksThread
     report = thread._report_crash
     if not getattr(report, "checked", False):
