@@ -220,7 +220,7 @@ def test_fit_stops_in_one_line_and_latest_continues_once_fixed(
             f"--data.cache_dir={tmp_path / 'cache'}", "--data.max_cache_size=10MB",
             "--data.num_workers=0", "--data.batch_size=2", "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=1", "--model.net.init_args.embed_dim=16",
-            f"--trainer.default_root_dir={run}", "--trainer.logger=false"]  # fmt: skip
+            f"--trainer.default_root_dir={run}"]  # fmt: skip
     assert cli_main([*args, "--trainer.max_epochs=1"]) == 0
     last = run / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
