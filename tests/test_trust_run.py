@@ -125,7 +125,7 @@ def test_two_runs_in_one_folder(tiny_overrides, tmp_path: Path, capsys) -> None:
     try:
         lock, config = run / LOCK_NAME, run / "config.yaml"
         deadline = time.monotonic() + 120
-        while not (config.is_file() and lock.is_file() and lock.read_text()):
+        while not (config.is_file() and "0.123" in config.read_text() and lock.read_text()):
             assert first.poll() is None, first.stderr.read() if first.stderr else ""
             assert time.monotonic() < deadline, "the first run did not start"
             time.sleep(0.2)

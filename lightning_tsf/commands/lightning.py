@@ -328,7 +328,8 @@ def cli_main(argv: list[str] | None = None) -> int:
             StorageError, ShardError, RunLockError) as err:  # fmt: skip
         # StorageError also mid-fit (the shard stream's faults): the last checkpoint is whole
         # (written atomically), so `--ckpt_path latest` continues once the cause is fixed
-        print(f"tsf: error: {str(err).splitlines()[0] if str(err) else err!r}", file=sys.stderr)
+        line = (str(err).splitlines() or [repr(err)])[0]
+        print(f"tsf: error: {line}", file=sys.stderr)
         return 2
     finally:
         if cli is not None:
