@@ -83,7 +83,7 @@ def test_no_secret_leaves_the_process(
             f"--trainer.default_root_dir={run}"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["tsf", *args])  # as the `tsf` entry point sees it
     assert cli_main(args) == 0
-    config = run / "config.yaml"
+    (config,) = run.rglob("config.yaml")  # in the first logger's folder
     ckpt = run / "checkpoints" / "last.ckpt"
     assert "aws_secret_access_key: '***'" in config.read_text()
     # a tested run from what the run wrote: credentials from the environment (the fixture's
