@@ -210,3 +210,35 @@ def test_shard_ids_are_relative_to_the_root(tmp_path: Path) -> None:
     assert _rel(str(root / "videos" / "a.mp4"), root) == "videos/a.mp4"
     assert _rel(str(root / "videos" / ".." / "b.mp4"), root) == "b.mp4"
     assert _rel(str(tmp_path / "elsewhere" / "c.mp4"), root) == "../elsewhere/c.mp4"  # opt-in
+
+
+def test_checksums_catch_changed_bytes(tiny_shards: Path, tmp_path: Path, capsys) -> None:
+    """Two bytes flipped inside one stored video (H.264 may decode them without complaint):
+    check-videos names the sample, and the stream reports it as a broken video, skipped."""
+    import hashlib
+    import shutil
+
+    from litdata import StreamingDataset
+
+    assert tsf(["check-videos", str(tiny_shards), "--splits", "val"]) == 0
+    assert "8/8 shard samples readable (checksums verified)" in capsys.readouterr().err
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    first = StreamingDataset(str(shards / "val"))[0]
+    video, written = bytes(first["video"]), first["sha256"]
+    assert hashlib.sha256(video).hexdigest() == written  # the checksum is of the video bytes
+    (chunk,) = (shards / "val").glob("*.bin")
+    data = bytearray(chunk.read_bytes())
+    at = data.find(video) + len(video) // 2
+    data[at] ^= 0x01
+    data[at + 1] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    assert tsf(["check-videos", str(shards), "--splits", "val"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"val/{first['id']}\tchecksum mismatch") and len(out.splitlines()) == 1
+    assert "7/8 shard samples readable" in err
+    dm = VideoDataModule(str(shards), num_frames=4, sampling_rate=4, crop_size=32,
+                         train_scale=(32, 36), sampler="centred", num_spatial_crops=1,
+                         num_workers=0)  # fmt: skip
+    views = dm.make_dataset("val")[0]
+    assert [v["valid"] for v in views] == [False] and "checksum mismatch" in views[0]["error"]

@@ -50,7 +50,14 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")
     add_outside_option(p)
+    p.add_argument("--storage-options", type=json.loads, default=None,
+                   help="shards in object storage: JSON of boto3 client keywords; default: "
+                   "the AWS variables")  # fmt: skip
     args = p.parse_args(argv)
+    from lightning_tsf.data.shard_format import is_shard_folder
+
+    if is_shard_folder(args.data_root):
+        return _check_shards(args)
     splits = list(dict.fromkeys(args.splits or DEFAULT_SPLITS[args.format]))
     class_file = args.class_names_file or DEFAULT_CLASS_FILES[args.format]
     try:
@@ -79,6 +86,30 @@ def check_videos_main(argv: list[str]) -> int:
         print(line)
     n = len(set(paths))
     print(f"{n - len(bad)}/{n} videos readable, {len(bad)} unreadable", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _check_shards(args: argparse.Namespace) -> int:
+    """check-videos on a ``tsf shard`` output: every sample's checksum verified and its video
+    decoded; ``--splits`` names shard splits (train/val/test)."""
+    from lightning_tsf.data.shard_format import SPLITS, ShardError, check_shards
+    from lightning_tsf.data.storage import StorageError
+
+    try:
+        checked, bad = check_shards(args.data_root, args.storage_options,
+                                    tuple(args.splits or SPLITS), backend=args.backend,
+                                    full=args.full)  # fmt: skip
+    except (StorageError, ShardError, OSError) as err:
+        print(f"tsf check-videos: {err}", file=sys.stderr)
+        return 2
+    lines = [f"{split}/{sample_id}\t{reason}" for split, sample_id, reason in bad]
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+    for line in lines:
+        print(line)
+    print(f"{checked - len(bad)}/{checked} shard samples readable (checksums verified), "
+          f"{len(bad)} unreadable", file=sys.stderr)  # fmt: skip
     return 1 if bad else 0
 
 
