@@ -240,6 +240,12 @@ def test_fit_stops_in_one_line_and_latest_continues_once_fixed(
     import torch
 
     assert torch.load(last, weights_only=False, map_location="cpu")["epoch"] == 1
+    # a fresh run into this run's folder would put its config beside these checkpoints
+    capsys.readouterr()
+    assert cli_main([*args, "--trainer.max_epochs=1"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"tsf: error: {run}: holds checkpoints of an earlier run (")
+    assert "continue it with --ckpt_path latest" in line
 
 
 def test_storage_error_mapping() -> None:

@@ -250,9 +250,34 @@ class TSFCLI(LightningCLI):
             kwargs["ckpt_path"] = str(found) if found else None
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
+        self.check_folder_is_this_runs(kwargs.get("ckpt_path"))
         self.model.resuming = bool(kwargs.get("ckpt_path"))
         if self.trainer.local_rank == 0:  # the others load it in setup, once it is there
             self._load_pretrained()
+
+    def check_folder_is_this_runs(self, ckpt_path: str | None) -> None:
+        """A fit that does not continue the run whose checkpoints are in its folder (no
+        ``--ckpt_path``, or one from elsewhere) stops here: its ``config.yaml`` would sit beside
+        the other run's checkpoints and ``--ckpt_path latest`` could resume them later."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if not cfg.trainer.get("default_root_dir"):
+            return
+        root = Path(self.trainer.default_root_dir).absolute()
+        folders = {Path(c.dirpath) for c in self.trainer.checkpoint_callbacks
+                   if getattr(c, "dirpath", None)}  # fmt: skip
+        found = sorted(p for f in folders | {root} if f.is_dir() for p in f.glob("*.ckpt"))
+        if not found:
+            return
+        if ckpt_path and any(Path(ckpt_path).absolute().is_relative_to(f.absolute())
+                             for f in folders | {root}):  # fmt: skip
+            return  # continuing this folder's run
+        names = ", ".join(str(p.relative_to(root) if p.is_relative_to(root) else p)
+                          for p in found[:3])  # fmt: skip
+        raise ConfigError(
+            f"{root}: holds checkpoints of an earlier run ({names}); continue it with "
+            "--ckpt_path latest, or give this run its own trainer.default_root_dir (or move "
+            "them away)"
+        )
 
     def _load_pretrained(self) -> None:
         """``model.pretrained`` fetched and loaded here, in the launching process, so that a
