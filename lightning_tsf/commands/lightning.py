@@ -45,7 +45,12 @@ from lightning_tsf.data.storage import (
 )
 from lightning_tsf.models import CheckpointError, zoo
 from lightning_tsf.models.checkpoint import read_checkpoint
-from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
+from lightning_tsf.train.callbacks import (
+    BatchSplitError,
+    GlobalBatchSize,
+    hpc_checkpoints,
+    latest_checkpoint,
+)
 from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.train.runlock import RunLock, RunLockError, is_launching_process
 
@@ -250,19 +255,21 @@ class TSFCLI(LightningCLI):
             kwargs["ckpt_path"] = str(found) if found else None
             what = f"resuming from {found}" if found else "no checkpoint to resume: fresh start"
             print(f"tsf: {what}", file=sys.stderr)
-        self.check_folder_is_this_runs(kwargs.get("ckpt_path"))
         self.model.resuming = bool(kwargs.get("ckpt_path"))
         if self.trainer.local_rank == 0:  # the others load it in setup, once it is there
             self._load_pretrained()
+        self.check_folder_is_this_runs(kwargs.get("ckpt_path"))
 
     def check_folder_is_this_runs(self, ckpt_path: str | None) -> None:
         """A fit that does not continue the run whose checkpoints are in its folder (no
         ``--ckpt_path``, or one from elsewhere) stops here: its ``config.yaml`` would sit beside
         the other run's checkpoints and ``--ckpt_path latest`` could resume them later."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        if not cfg.trainer.get("default_root_dir"):
-            return
         root = Path(self.trainer.default_root_dir).absolute()
+        if not cfg.trainer.get("default_root_dir") or str(ckpt_path) in SPECIAL_CKPT:
+            return  # "last", "hpc", ...: Lightning's names for this folder's checkpoints
+        if not ckpt_path and hpc_checkpoints(root):
+            return  # Lightning resumes a SLURM pre-emption checkpoint by itself
         folders = {Path(c.dirpath) for c in self.trainer.checkpoint_callbacks
                    if getattr(c, "dirpath", None)}  # fmt: skip
         found = sorted(p for f in folders | {root} if f.is_dir() for p in f.glob("*.ckpt"))
