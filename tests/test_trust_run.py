@@ -80,6 +80,7 @@ def test_no_secret_leaves_the_process(
             f"--data.storage_options={options}", f"--data.cache_dir={tmp_path / 'cache'}",
             "--data.num_workers=0", "--data.batch_size=2", "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=1", "--model.net.init_args.embed_dim=16",
+            "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={run}"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["tsf", *args])  # as the `tsf` entry point sees it
     assert cli_main(args) == 0
@@ -88,7 +89,8 @@ def test_no_secret_leaves_the_process(
     assert "aws_secret_access_key: '***'" in config.read_text()
     # a tested run from what the run wrote: credentials from the environment (the fixture's
     # AWS_* variables), the redacted values dropped
-    test_args = ["test", "--config", str(config), f"--ckpt_path={ckpt}"]
+    test_args = ["test", "--config", str(config), f"--ckpt_path={ckpt}",
+                 "--trainer.limit_test_batches=1", "--trainer.logger=false"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["tsf", *test_args])
     assert cli_main(test_args) == 0
     out, err = capfd.readouterr()
