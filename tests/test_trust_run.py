@@ -244,3 +244,44 @@ def test_checksums_catch_changed_bytes(tiny_shards: Path, tmp_path: Path, capsys
                          num_workers=0)  # fmt: skip
     views = dm.make_dataset("val")[0]
     assert [v["valid"] for v in views] == [False] and "checksum mismatch" in views[0]["error"]
+
+
+def test_training_does_not_import_the_shard_writer() -> None:
+    """Every module ``tsf fit`` can reach (lazy imports too) leaves out the writer and its
+    encoders: reading shards needs ``shard_format`` and ``storage`` only."""
+    from test_layout import _graph
+
+    graph = _graph()
+    seen, todo = set(), ["lightning_tsf.commands.lightning"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, ())
+    assert "lightning_tsf.data.shard_format" in seen
+    assert not seen & {"lightning_tsf.data.shards", "lightning_tsf.data.prepare",
+                       "lightning_tsf.data.encode"}, sorted(seen)  # fmt: skip
+
+
+def test_writer_small_ones(s3_bucket: S3Server, tiny_synthetic: Path, tiny_shards: Path,
+                           tmp_path: Path) -> None:  # fmt: skip
+    """shards.json readable by others (as the umask allows), no empty failed lists, and a
+    finished staging folder uploaded into an empty bucket is reported as uploaded."""
+    import shutil
+
+    from lightning_tsf.data.shards import write_shards
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tiny_shards / "shards.json").stat().st_mode & 0o666 == 0o666 & ~umask
+    assert not list(tiny_shards.glob("*.failed.txt"))  # nothing failed: no list written
+    staging = tmp_path / "staging"
+    shutil.copytree(tiny_shards, staging)
+    report = write_shards(tiny_synthetic, s3_bucket.url("k400"), staging=staging,
+                          short_side=32, num_workers=1, progress=False)  # fmt: skip
+    assert report.uploaded == ["train", "val", "test"] and not report.done_before
+    assert "already complete" not in report.summary()
+    assert "uploaded from the staging folder: train, val, test" in report.summary()
+    again = write_shards(tiny_synthetic, s3_bucket.url("k400"), staging=staging,
+                         short_side=32, num_workers=1, progress=False)  # fmt: skip
+    assert again.done_before == ["train", "val", "test"] and not again.uploaded
