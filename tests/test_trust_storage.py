@@ -169,12 +169,14 @@ def test_faults_before_training_are_one_line(moto: MotoProcess, tiny_shards: Pat
 def test_faults_while_streaming_are_one_line_and_bounded(
     moto: MotoProcess, tiny_shards: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
+    times: list[str] = []
     # an object deleted after the pre-flight (the loader built): "missing", at once
     url = upload(moto, tiny_shards, "deleted")
     loader = datamodule(url, tmp_path / "c1").train_dataloader()
     moto.client().delete_object(Bucket=moto.bucket, Key=chunk_key(moto, "deleted"))
     _, took = one_line_error(lambda: first_batch(loader), "object missing (404)", url)
     assert took < 10
+    times.append(f"deleted {took:.2f} s")
 
     # truncated after the pre-flight: reported as truncated, not after LitData's 120 s wait
     url = upload(moto, tiny_shards, "short")
@@ -182,6 +184,7 @@ def test_faults_while_streaming_are_one_line_and_bounded(
     truncate(moto, chunk_key(moto, "short"))
     _, took = one_line_error(lambda: first_batch(loader), "object truncated (100 of")
     assert took < 10
+    times.append(f"truncated {took:.2f} s")
 
     # paused (SIGSTOP) for ~1.5 s, then resumed: retried with backoff, one warning, a batch
     url = upload(moto, tiny_shards, "paused")
@@ -195,7 +198,7 @@ def test_faults_while_streaming_are_one_line_and_bounded(
     took = time.monotonic() - start
     err = capfd.readouterr().err
     warnings = [line for line in err.splitlines() if "tsf: warning: storage" in line]
-    print(f"\npaused 1.5 s: first batch after {took:.2f} s; {warnings}")
+    times.append(f"paused 1.5 s: first batch after {took:.2f} s; {warnings}")
     assert batch["video"].shape[0] == 2 and took >= 1.4
     assert len(warnings) == 1 and "retrying with backoff" in warnings[0], err
     assert "Traceback" not in err
@@ -209,7 +212,10 @@ def test_faults_while_streaming_are_one_line_and_bounded(
     _, took = one_line_error(lambda: first_batch(loader), "storage unreachable for",
                              "resume with --ckpt_path latest")  # fmt: skip
     assert 1 < took < 10
+    times.append(f"stopped (2 s retry window) {took:.2f} s")
     assert "Traceback" not in capfd.readouterr().err
+    with capfd.disabled():
+        print("\nwhile streaming:", "; ".join(times))
 
 
 def test_fit_stops_in_one_line_and_latest_continues_once_fixed(
