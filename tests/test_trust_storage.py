@@ -239,7 +239,8 @@ def test_fit_stops_in_one_line_and_latest_continues_once_fixed(
     assert cli_main([*args, "--trainer.max_epochs=2", "--ckpt_path=latest"]) == 2
     took = time.monotonic() - start
     err = capsys.readouterr().err.strip().splitlines()
-    print(f"\nfit stopped after {took:.2f} s: {err[-1]}")
+    with capsys.disabled():
+        print(f"\nfit stopped after {took:.2f} s: {err[-1]}")
     assert err[-1].startswith("tsf: error: ") and "truncated" in err[-1] and url in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert last.read_bytes() == before  # the last checkpoint is intact
