@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.storage import redact
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
@@ -149,9 +150,14 @@ class VideoClassifier(pl.LightningModule):
         return report
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Every checkpoint carries the input record (``checkpoint["input_config"]``)."""
+        """Every checkpoint carries the input record (``checkpoint["input_config"]``), and no
+        credential: secret-named hyperparameters (the data's ``storage_options`` keys) are
+        saved as ``***``; a resumed run finds them in its environment."""
         if self.input_config is not None:
             checkpoint["input_config"] = self.input_config.to_dict()
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = redact(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Weights from a checkpoint: ``pretrained`` never over them; the input record as
