@@ -11,6 +11,7 @@ training starts and saved in every checkpoint.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,13 @@ class VideoClassifier(pl.LightningModule):
         std: tuple[float, float, float] = DEFAULT_STD,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # from the CLI ``net`` is its config dict
-        if isinstance(self.hparams.get("net"), nn.Module):  # keep checkpoints weights_only
-            del self.hparams["net"]
+        with warnings.catch_warnings():  # a network built in Python is left out just below
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of")
+            self.save_hyperparameters()  # from the CLI ``net`` is its config dict
+        if isinstance(self.hparams.get("net"), nn.Module):  # a network built in Python:
+            # leave it out of the saved and the logged copy alike (checkpoints stay
+            # weights_only; a logger would otherwise write every weight as YAML text)
+            self.save_hyperparameters(ignore=["net"])
         self.net = net
         if embed_init_std is not None:
             with torch.no_grad():
