@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from barcodes import read_barcodes, write_barcode_video
+from conftest import data_module
 
 from lightning_tsf.cli import main as tsf
 from lightning_tsf.data.datamodule import VideoDataModule
@@ -89,8 +90,8 @@ def _modules(barcode_root: Path, tmp_path: Path, **kw) -> tuple[VideoDataModule,
                 "--no-progress"]) == 1  # fmt: skip
     common = dict(num_frames=4, sampling_rate=4, crop_size=32, train_scale=(40, 56),
                   batch_size=1, num_workers=0, pin_memory=False, seed=3, **kw)  # fmt: skip
-    return (VideoDataModule(str(prepared), source="files", **common),
-            VideoDataModule(str(out), **common))  # fmt: skip
+    return (data_module(str(prepared), source="files", **common),
+            data_module(str(out), **common))  # fmt: skip
 
 
 def test_files_and_shards_give_the_same_clips(barcode_root: Path, tmp_path: Path) -> None:
