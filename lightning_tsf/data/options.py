@@ -28,6 +28,14 @@ class ClipOptions(ClipSpec):
 
     train_scale: tuple[int, int] = (256, 320)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        scale = tuple(int(x) for x in self.train_scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"train_scale={list(self.train_scale)}; expected [min, max], "
+                             "0 < min <= max")  # fmt: skip
+        object.__setattr__(self, "train_scale", scale)
+
     def record(self, format: str, class_names: Sequence[str] = ()) -> InputConfig:
         """The input record of these options for ``format``
         (:func:`~.inputs.resolve_input_config`)."""
