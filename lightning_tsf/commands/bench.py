@@ -161,7 +161,8 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
         f"{hp.sampling_rate}; docs/results.md measures ~5x on K400)"
     )
     if hp.backend == "decord":
-        lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared files")
+        lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared "
+                     "files")
     return lines
 
 
