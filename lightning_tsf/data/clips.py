@@ -226,6 +226,5 @@ def describe_protocol(spec: ViewSpec, train_scale: tuple[int, int], flip: bool,
         "train": f"{clip}, random position; short side {jitter}, random {s.crop_size} "
         f"crop{flipped}",
         "validation": f"clip-level accuracy (each view scored alone) over {views}",
-        "test": f"video-level accuracy, the paper's kind (softmax averaged per video) over "
-        f"{views}",
+        "test": f"video-level accuracy, the paper's kind (softmax averaged per video) over {views}",
     }

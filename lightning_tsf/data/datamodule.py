@@ -243,7 +243,7 @@ class VideoDataModule(pl.LightningDataModule):
                      num_workers: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
         """``(path, reason)`` of each video of ``stages`` that does not decode (shards: none;
         they hold only videos that decoded when written, see ``OUT/<split>.failed.txt``)."""
-        paths = [] if self.source.kind == "shards" else [r.path for stage in stages
-                                                          for r in self.records(stage)]
+        shards = self.source.kind == "shards"
+        paths = [] if shards else [r.path for stage in stages for r in self.records(stage)]
         workers = self.num_workers if num_workers is None else num_workers
         return check_videos(paths, backend=self.decode.backend, num_workers=workers)

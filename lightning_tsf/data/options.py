@@ -100,8 +100,12 @@ class AugmentOptions:
 
     def transform(self, clips: ClipOptions) -> TrainTransform:
         """The training transform of these (resolved) options at ``clips``' crop and scale."""
-        return TrainTransform(clips.crop_size, tuple(clips.train_scale),
-                              bool(self.horizontal_flip), bool(self.inverse_uniform_scale))
+        return TrainTransform(
+            clips.crop_size,
+            tuple(clips.train_scale),
+            bool(self.horizontal_flip),
+            bool(self.inverse_uniform_scale),
+        )
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ def upgrade_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
     out, notes = [], []
     for arg in args:
         if arg.startswith("--data."):
-            key, eq, value = arg[len("--data."):].partition("=")
+            key, eq, value = arg[len("--data.") :].partition("=")
             if key in FLAT_KEYS:
                 name, field = FLAT_KEYS[key]
                 arg = f"--data.{name}.{field}{eq}{value}"
