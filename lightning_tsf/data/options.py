@@ -259,6 +259,18 @@ def saved_hparams(path: Any, key: str, overrides: Mapping[str, Any]) -> dict[str
     return grouped
 
 
+def record_from_hparams(
+    hparams: Mapping[str, Any], class_names: Sequence[str] = (), **model: Any
+) -> InputConfig:
+    """The input record a DataModule of these saved hyper-parameters (grouped, or flat as
+    earlier versions saved them) resolves, with ``model`` fields (``scheme``, ``preset``):
+    for checkpoints written before records were saved."""
+    grouped, _ = upgrade(hparams)
+    clips = group(grouped.get("clips"), ClipOptions)
+    record = clips.record(str(grouped.get("format") or "kinetics"), class_names)
+    return replace(record, **model)
+
+
 def say(notes: Sequence[str], why: str) -> None:
     """One ``FutureWarning`` line per moved key."""
     for note in notes:
