@@ -13,6 +13,7 @@ numbers: the decode share of the step, the workers to use, what ``tsf prepare`` 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import warnings
@@ -94,12 +95,13 @@ class Probe:
     prepared: bool
 
 
-def probe_video(path: str, packets: int = 300) -> Probe | None:
-    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable."""
+def probe_video(path: str, packets: int = 300, data: bytes | None = None) -> Probe | None:
+    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable.
+    ``data``: the video's bytes (a shard sample; ``path`` is then its id)."""
     import av
 
     try:
-        with av.open(path) as container:
+        with av.open(io.BytesIO(data) if data is not None else path) as container:
             stream = container.streams.video[0]
             tagged = keyframe_interval(container.metadata)
             keys = seen = 0
@@ -117,6 +119,19 @@ def probe_video(path: str, packets: int = 300) -> Probe | None:
                          int(stream.frames or 0), keyint, tagged is not None)  # fmt: skip
     except Exception:  # unreadable: the loader reports it
         return None
+
+
+def probe_sources(dm: VideoDataModule, count: int = 5) -> list[Probe | None]:
+    """:func:`probe_video` of the first ``count`` training videos: files by their path,
+    shards (local or object storage) from their stream's bytes."""
+    if getattr(dm, "source", "files") == "shards":
+        from lightning_tsf.data.shard_check import first_samples
+
+        hp = dm.hparams
+        samples = first_samples(str(dm.hparams.data_root), "train", count, hp.storage_options,
+                                hp.cache_dir)  # fmt: skip
+        return [probe_video(str(s["id"]), data=bytes(s["video"])) for s in samples]
+    return [probe_video(r.path) for r in dm.records("train")[:count]]
 
 
 def decoded_frames(span: float, num_frames: int, keyint: float, prepared: bool) -> float:
@@ -229,7 +244,7 @@ def main(argv: list[str]) -> int:
     net = module.net
     params = sum(p.numel() for p in net.parameters())
     print(
-        f"{len(dm.datasets['train'])} training videos under {hp.data_root}, "
+        f"{dm.num_videos('train')} training videos under {hp.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
         f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
         f"{params / 1e6:.2f} M parameters"
@@ -240,7 +255,7 @@ def main(argv: list[str]) -> int:
         f"({rate.per_worker:.1f} per worker; {rate.clips} clips in {rate.seconds:.1f} s after "
         f"{rate.startup_seconds:.1f} s of start-up)"
     )
-    probes = [p for r in dm.records("train")[:5] if (p := probe_video(r.path)) is not None]
+    probes = [p for p in probe_sources(dm) if p is not None]
     lines = prepare_advice(probes, dm)
     device = _step_device(args.step_device)
     if device != "none":
