@@ -22,6 +22,7 @@ from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, read_kinetics_csv
 from lightning_tsf.data.dataset import VideoBatch, decode_error_line
 from lightning_tsf.data.decode import VideoDecodeError
 from lightning_tsf.data.inputs import InputConfig, official_input_config, resolve_input_config
+from lightning_tsf.data.shards import is_shard_folder
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import VideoScores, ViewAccumulator, ViewSpec, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint, zoo
@@ -207,6 +208,11 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for item in inputs:
         p = Path(item)
+        if is_shard_folder(item):
+            raise NoVideosError(
+                f"{item}: a `tsf shard` output, not video files; score it with `tsf predict "
+                f"--config X.yaml --data.data_root={item} --ckpt_path CKPT` (or `tsf test`)"
+            )
         if p.is_dir():
             files = [f for f in sorted(p.rglob("*")) if f.suffix.lower() in VIDEO_EXTENSIONS]
             found = [(str(f), -1) for f in files if f.is_file()]
