@@ -232,45 +232,11 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
-class VideoViews(torch.utils.data.Dataset):
-    """Map-style dataset over a list of videos for a DataLoader: item ``i`` is
-    ``{"index": i, "views": (V, T, C, S, S) uint8, "error": ""}``, or empty ``views`` and the
-    one-line :func:`error_line` when the video cannot be decoded (so a worker never dies on a
-    bad file and the video keeps its place). Holds only paths: each worker opens its readers
-    itself, in ``__getitem__``."""
-
-    def __init__(self, paths: Sequence[str], spec: ViewSpec) -> None:
-        self.paths = list(paths)
-        self.spec = spec
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            views, error = read_views(self.paths[index], self.spec), ""
-        except Exception as err:  # any undecodable file: reported in its place
-            views, error = torch.zeros(0, dtype=torch.uint8), error_line(err)
-        return {"index": index, "views": views, "error": error}
-
-
-def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Several :class:`VideoViews` items as one DataLoader batch, put together in the worker:
-    their indices, errors, view counts and all their views in one tensor (one transfer
-    between processes, one pinned copy, instead of one per video)."""
-    views = [item["views"] for item in items if not item["error"]]
-    return {
-        "index": [item["index"] for item in items],
-        "error": [item["error"] for item in items],
-        "count": [0 if item["error"] else len(item["views"]) for item in items],
-        "views": torch.cat(views) if views else torch.zeros(0, dtype=torch.uint8),
-    }
-
-
 def load_views(
     path: str, spec: ViewSpec, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[Tensor, np.ndarray]:
-    """Decode the views of one video for the model.
+    """Decode the views of one video for the model, outside any loader (the demo's pictures;
+    tests' independent reference for the dataset path's views).
 
     Returns ``(views, frames)``: ``(V, C, T, S, S)`` clips normalised with ``mean``/``std`` in
     view order and the uint8 frames ``(T, S, S, 3)`` of the centre view, for overlays. Raises
