@@ -40,6 +40,7 @@ Example (``CHECKPOINT``, ``VIDEO`` and ``FOLDER`` stand for your files)::
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -204,29 +205,22 @@ class Predictor:
         true and predicted class, frames labelled with their source index. With ``out_dir``: one
         PNG grid per video (``0000_<stem>.png``, numbered in order) and ``maps.pt``, a dict
         path → raw maps ``(T, h, w)``."""
-        from lightning_tsf.viz.heatmap import render_heatmaps, save_png
+        from lightning_tsf.viz.heatmap import save_png
 
         result = Heatmaps()
-        items = self._items(videos)
+        items = video_items(videos)
         dataset = eval_items(items, self.spec)
         centre = [i * dataset.num_views + self.spec.centre_view for i in range(len(items))]
-        temporal = self.spec.split(self.spec.centre_view)[0]
         for batch in self._batches(Subset(dataset, centre), len(items)):
             for i, (path, label) in enumerate(zip(batch["path"], batch["label"].tolist())):
                 if not batch["valid"][i]:
                     result.errors.append(VideoError(path, batch["error"][i]))
                     continue
-                clip = batch["video"][i : i + 1]  # uint8 (1, C, T, S, S)
-                image, maps = render_heatmaps(
-                    self.model, self._normalise(clip.to(self.device)),
-                    clip[0].permute(1, 2, 3, 0).numpy(), names=[Path(path).name],
-                    labels=[label], class_names=self.class_names,
-                    frame_indices=[clip_frame_indices(path, self.spec, temporal)],
-                )  # fmt: skip (the frames are given: mean/std would only denormalise the clip)
-                png = None
+                heat = _centre_heatmap(self, batch["video"][i], path, label)
                 if out_dir is not None:
-                    png = str(save_png(image, Path(out_dir) / numbered_name(path, len(result))))
-                result.videos.append(Heatmap(path, label, maps[0].cpu(), image, png))
+                    png = save_png(heat.image, Path(out_dir) / numbered_name(path, len(result)))
+                    heat.png = str(png)
+                result.videos.append(heat)
         if out_dir is not None and result.videos:
             torch.save({h.path: h.maps for h in result.videos}, Path(out_dir) / "maps.pt")
         return result
@@ -245,54 +239,26 @@ class Predictor:
         return video_timeline(
             video, self.spec, lambda views: probs(views.transpose(1, 2)), self.class_names,
             window_s=window_s, stride_s=stride_s, k=top_k, per_pass=per_pass,
-            progress=lambda items, total: self._bar(items, total, "windows"),
+            progress=lambda items, total: progress_bar(items, total, "windows", self.progress),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the machinery
-    def _bar(self, items: Iterable[Item], total: int, unit: str) -> Iterable[Item]:
-        show = self.progress
-        if show is None:
-            show = total > HANDFUL and sys.stderr.isatty()
-        if not show:
-            return items
-        from tqdm import tqdm
-
-        return tqdm(items, total=total, unit=unit.rstrip("s"), desc=unit)
+    def _batches(self, dataset: Dataset, num_videos: int) -> Iterator[VideoBatch]:
+        workers = 0 if num_videos < 2 else min(self.num_workers, num_videos)
+        bar = progress_bar(range(num_videos), num_videos, "videos", self.progress)
+        return view_batches(dataset, self.batch_size, workers, self.device.type == "cuda", bar)
 
     def _normalise(self, clips: Tensor) -> Tensor:
         """uint8 ``(B, C, T, S, S)`` → the model's normalised float clips, where the clips are
         (on the GPU after a uint8 transfer, when there is one)."""
         return normalize_video(clips, self.input_config.mean, self.input_config.std)
 
-    def _items(self, videos: VideoInput, skip: Collection[str] = ()) -> list[tuple[str, int]]:
-        """``(path, label)`` of the inputs, less the paths in ``skip``."""
-        inputs = [videos] if isinstance(videos, str | Path) else list(videos)
-        return [item for item in collect_videos([str(v) for v in inputs]) if item[0] not in skip]
-
-    def _batches(self, dataset: Dataset, num_videos: int) -> Iterator[VideoBatch]:
-        """Batches of ``batch_size`` evaluation items, in order, decoded by worker processes
-        (none for a single video), with a progress bar over videos."""
-        workers = 0 if num_videos < 2 else min(self.num_workers, num_videos)
-        loader = DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=workers,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
-        )  # fmt: skip
-        bar = self._bar(range(num_videos), num_videos, "videos")
-        ticks, seen = iter(bar), -1
-        for batch in loader:
-            for _ in range(int(batch["video_index"].max()) - seen):
-                next(ticks, None)
-            seen = max(seen, int(batch["video_index"].max()))
-            yield batch
-        if hasattr(bar, "close"):
-            bar.close()
-
     def _per_video(
         self, videos: VideoInput, fn: Forward, skip: Collection[str] = ()
     ) -> Iterator[tuple[tuple[str, int, str], Tensor | None]]:
         """``fn``'s outputs averaged over each video's views, in input order: ``((path, label,
         error), mean)``, mean None for a video that cannot be decoded."""
-        items = self._items(videos, skip)
+        items = video_items(videos, skip)
         if not items:
             return
         dataset = eval_items(items, self.spec)
@@ -319,6 +285,63 @@ class Predictor:
                 x = self._normalise(chunk.to(self.device, non_blocking=cuda))
                 outs.append(call(x).float().cpu())
         return torch.cat(outs)
+
+
+def video_items(videos: VideoInput, skip: Collection[str] = ()) -> list[tuple[str, int]]:
+    """``(path, label)`` of the inputs (:func:`~lightning_tsf.inference.collect_videos`),
+    less the paths in ``skip``."""
+    inputs = [videos] if isinstance(videos, str | Path) else list(videos)
+    return [item for item in collect_videos([str(v) for v in inputs]) if item[0] not in skip]
+
+
+def _centre_heatmap(pred: Predictor, clip: Tensor, path: str, label: int) -> Heatmap:
+    """The rollout heatmap of one uint8 centre view ``(C, T, S, S)``."""
+    from lightning_tsf.viz.heatmap import render_heatmaps
+
+    temporal = pred.spec.split(pred.spec.centre_view)[0]
+    image, maps = render_heatmaps(
+        pred.model, pred._normalise(clip[None].to(pred.device)),
+        clip.permute(1, 2, 3, 0).numpy(), names=[Path(path).name], labels=[label],
+        class_names=pred.class_names,
+        frame_indices=[clip_frame_indices(path, pred.spec, temporal)],
+    )  # fmt: skip (the frames are given: mean/std would only denormalise the clip)
+    return Heatmap(path, label, maps[0].cpu(), image)
+
+
+def view_batches(
+    dataset: Dataset, batch_size: int, workers: int, pin: bool, bar: Iterable[int]
+) -> Iterator[VideoBatch]:
+    """Batches of ``batch_size`` evaluation items of ``dataset``, in order, decoded by
+    ``workers`` processes (``pin``: page-locked, for a GPU); ``bar`` ticks once per video."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin,
+                        prefetch_factor=4 if workers else None)  # fmt: skip
+    ticks, seen = iter(bar), -1
+    # the dataset logs each broken video (for training); here the result reports it, once
+    dataset_log = logging.getLogger(VideoDataset.__module__)
+    level = dataset_log.level
+    dataset_log.setLevel(logging.ERROR)  # before the workers fork
+    try:
+        for batch in loader:
+            last = int(batch["video_index"].max())
+            for _ in range(last - seen):
+                next(ticks, None)
+            seen = max(seen, last)
+            yield batch
+    finally:
+        dataset_log.setLevel(level)
+        if hasattr(bar, "close"):
+            bar.close()
+
+
+def progress_bar(items: Iterable[Item], total: int, unit: str, show: bool | None) -> Iterable[Item]:
+    """A tqdm bar over ``items`` when ``show`` (None: on a terminal, for more than a handful)."""
+    if show is None:
+        show = total > HANDFUL and sys.stderr.isatty()
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, unit=unit.rstrip("s"), desc=unit)
 
 
 def _finished(

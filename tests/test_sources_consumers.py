@@ -138,3 +138,22 @@ def test_what_cannot_read_shards_says_so(tiny_shards: Path, tmp_path: Path, caps
     assert tsf(["predict-files", str(tiny_shards), "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tsf shard" in err and "tsf predict" in err, err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_files_reports_a_broken_video_once(tiny_synthetic: Path, tmp_path: Path, capsys,
+                                                   workers: int) -> None:  # fmt: skip
+    """The Predictor reads the dataset's evaluation items; the broken video is one line on
+    stderr (the dataset's own log of it is the training run's), one error row in the output."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(tiny_synthetic / "videos" / "val" / "00000.mp4", folder / "a.mp4")
+    (folder / "b.mp4").write_text("not a video\n")
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    out = tmp_path / "p.jsonl"
+    assert tsf(["predict-files", str(folder), "--checkpoint", str(ckpt), "--num-workers",
+                str(workers), "--no-progress", "--out", str(out)]) == 1  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if "b.mp4" in line]
+    assert len(err) == 1 and err[0].startswith(f"cannot decode {folder / 'b.mp4'}: "), err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["a.mp4", "b.mp4"] and "error" in rows[1]

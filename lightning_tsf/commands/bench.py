@@ -211,6 +211,22 @@ def _step_device(choice: str) -> str:
     return choice
 
 
+def _step_advice(device: str, net: torch.nn.Module, dm: VideoDataModule, precision: str,
+                 steps: int, rate: LoaderRate) -> list[str]:  # fmt: skip
+    """Time the training step on ``device``, print it, and the advice that compares it with
+    the loader's rate."""
+    from lightning_tsf.train.speed import time_training_step
+
+    dev = torch.device(device)
+    if dev.type == "cpu" and precision in ("16-mixed", "16"):
+        precision = "32-true"
+    step = time_training_step(net, dm.batch_size, precision, dev, steps=steps)
+    note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
+    print(f"training step on {device} ({precision}, batch {dm.batch_size}): "
+          f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}")  # fmt: skip
+    return advice(rate, step, dm.batch_size, "GPU" if dev.type == "cuda" else device)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="tsf bench-data", description=__doc__.splitlines()[0],
@@ -259,20 +275,8 @@ def main(argv: list[str]) -> int:
     lines = prepare_advice(probes, dm)
     device = _step_device(args.step_device)
     if device != "none":
-        from lightning_tsf.train.speed import time_training_step
-
-        dev = torch.device(device)
-        precision = str(cfg.trainer.precision)
-        if dev.type == "cpu" and precision in ("16-mixed", "16"):
-            precision = "32-true"
-        step = time_training_step(net, dm.batch_size, precision, dev, steps=args.steps)
-        note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
-        print(
-            f"training step on {device} ({precision}, batch {dm.batch_size}): "
-            f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}"
-        )
-        name = "GPU" if dev.type == "cuda" else device
-        lines = advice(rate, step, dm.batch_size, name) + lines
+        lines = _step_advice(device, module.net, dm, str(cfg.trainer.precision), args.steps,
+                             rate) + lines  # fmt: skip
     else:
         print("training step not timed (--step-device none)")
     for line in lines:
