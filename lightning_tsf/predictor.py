@@ -10,7 +10,7 @@ dataset ``tsf test`` reads (:func:`eval_items`), decoded by DataLoader worker pr
 (``num_workers``, by default the cores this process may use less one, as training does) in
 batches of ``batch_size`` views (views of consecutive videos share a forward pass, pinned and
 run on the GPU when there is one), and each video's view scores are averaged once, by the
-:class:`~lightning_tsf.data.views.ViewAccumulator` that ``tsf test`` uses. Results come out in
+:class:`~lightning_tsf.data.scores.ViewAccumulator` that ``tsf test`` uses. Results come out in
 the order of the inputs. A video that cannot be decoded is not dropped silently: it is listed
 in the result's ``errors`` with a one-line reason (:meth:`Predictor.iter_predict` yields it in
 its place). ``timeline`` decodes a long video in one pass, each frame once
@@ -51,14 +51,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, default_collate
 
 from lightning_tsf.data.annotations import VideoRecord
-from lightning_tsf.data.dataset import VideoBatch, VideoDataset
+from lightning_tsf.data.clips import ViewSpec, clip_frame_indices
+from lightning_tsf.data.dataset import VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
+from lightning_tsf.data.items import VideoBatch, VideoItem, collate_views, log_failure, view_of
 from lightning_tsf.data.loader import default_num_workers
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.data.transforms import normalize_video
-from lightning_tsf.data.views import ViewAccumulator, ViewSpec, clip_frame_indices
 from lightning_tsf.inference import Prediction, clip_frame_tokens, collect_videos, load_model
 from lightning_tsf.inference import top_k as top_k_of
 from lightning_tsf.models import TimeSformer
@@ -80,9 +82,9 @@ Forward = str | Callable[[Tensor], Tensor]  # a model method's name, or a functi
 
 def eval_items(videos: Sequence[tuple[str, int]], spec: ViewSpec) -> VideoDataset:
     """The evaluation items of ``(path, label)`` videos, as ``tsf test`` reads them: item ``i``
-    is view ``i % num_views`` of video ``i // num_views`` (uint8 ``(C, T, S, S)`` with
-    ``video_index``, ``label``, ``path``, ``valid`` and ``error``). The one place where the
-    Predictor meets the data layer's items."""
+    is every view of video ``i`` (uint8 ``(V, C, T, S, S)`` with ``video_index``, ``label``,
+    ``path``, ``valid`` and ``error``; :func:`~lightning_tsf.data.items.collate_views` makes
+    view rows of them). The one place where the Predictor meets the data layer's items."""
     return VideoDataset([VideoRecord(p, label) for p, label in videos], spec, train=False)
 
 
@@ -209,9 +211,8 @@ class Predictor:
 
         result = Heatmaps()
         items = video_items(videos)
-        dataset = eval_items(items, self.spec)
-        centre = [i * dataset.num_views + self.spec.centre_view for i in range(len(items))]
-        for batch in self._batches(Subset(dataset, centre), len(items)):
+        centre = partial(_collate_view, view=self.spec.centre_view)
+        for batch in self._batches(eval_items(items, self.spec), len(items), centre):
             for i, (path, label) in enumerate(zip(batch["path"], batch["label"].tolist())):
                 if not batch["valid"][i]:
                     result.errors.append(VideoError(path, batch["error"][i]))
@@ -243,10 +244,12 @@ class Predictor:
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the machinery
-    def _batches(self, dataset: Dataset, num_videos: int) -> Iterator[VideoBatch]:
-        workers = 0 if num_videos < 2 else min(self.num_workers, num_videos)
-        bar = progress_bar(range(num_videos), num_videos, "videos", self.progress)
-        return view_batches(dataset, self.batch_size, workers, self.device.type == "cuda", bar)
+    def _batches(self, dataset: VideoDataset, n: int, collate: Callable = collate_views):
+        """Batches of ``batch_size // views`` whole videos (at least one), as the DataModule's."""
+        workers = 0 if n < 2 else min(self.num_workers, n)
+        bar = progress_bar(range(n), n, "videos", self.progress)
+        videos = max(1, self.batch_size // dataset.num_views)
+        return view_batches(dataset, videos, workers, self.device.type == "cuda", bar, collate)
 
     def _normalise(self, clips: Tensor) -> Tensor:
         """uint8 ``(B, C, T, S, S)`` → the model's normalised float clips, where the clips are
@@ -309,15 +312,17 @@ def _centre_heatmap(pred: Predictor, clip: Tensor, path: str, label: int) -> Hea
 
 
 def view_batches(
-    dataset: Dataset, batch_size: int, workers: int, pin: bool, bar: Iterable[int]
-) -> Iterator[VideoBatch]:
-    """Batches of ``batch_size`` evaluation items of ``dataset``, in order, decoded by
-    ``workers`` processes (``pin``: page-locked, for a GPU); ``bar`` ticks once per video."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin,
-                        prefetch_factor=4 if workers else None)  # fmt: skip
+    dataset: VideoDataset, videos: int, workers: int, pin: bool, bar: Iterable[int],
+    collate: Callable[[list[VideoItem]], VideoBatch] = collate_views,
+) -> Iterator[VideoBatch]:  # fmt: skip
+    """Batches of ``videos`` evaluation items (whole videos) of ``dataset``, in order, decoded
+    by ``workers`` processes (``pin``: page-locked, for a GPU), put together by ``collate`` in
+    the worker; ``bar`` ticks once per video."""
+    loader = DataLoader(dataset, batch_size=videos, num_workers=workers, pin_memory=pin,
+                        collate_fn=collate, prefetch_factor=4 if workers else None)  # fmt: skip
     ticks, seen = iter(bar), -1
     # the dataset logs each broken video (for training); here the result reports it, once
-    dataset_log = logging.getLogger(VideoDataset.__module__)
+    dataset_log = logging.getLogger(log_failure.__module__)
     level = dataset_log.level
     dataset_log.setLevel(logging.ERROR)  # before the workers fork
     try:
@@ -342,6 +347,11 @@ def progress_bar(items: Iterable[Item], total: int, unit: str, show: bool | None
     from tqdm import tqdm
 
     return tqdm(items, total=total, unit=unit.rstrip("s"), desc=unit)
+
+
+def _collate_view(items: list[VideoItem], view: int) -> VideoBatch:
+    """View ``view`` of each item, as one batch (the heatmaps' centre views)."""
+    return default_collate([view_of(item, view) for item in items])
 
 
 def _finished(

@@ -2,10 +2,10 @@
 
 :func:`video_timeline` cuts windows of ``window_s`` seconds every ``stride_s`` seconds
 (:func:`~lightning_tsf.data.sampling.sliding_windows`), reads the video once front to back
-(:func:`~lightning_tsf.data.views.window_clips`: each frame decoded once), cuts each window's
-spatial crops as evaluation views are cut (:func:`~lightning_tsf.data.views.clip_views`),
+(:func:`~lightning_tsf.data.windows.window_clips`: each frame decoded once), cuts each window's
+spatial crops as evaluation views are cut (:func:`~lightning_tsf.data.clips.clip_views`),
 scores ``windows_per_pass`` windows per forward pass and averages each window's crops with
-:func:`~lightning_tsf.data.views.average_views`, the one per-video average. The result,
+:func:`~lightning_tsf.data.scores.average_views`, the one per-video average. The result,
 :class:`Timeline`, writes CSV, JSON and the PNG strip (:mod:`lightning_tsf.viz.timeline`).
 """
 
@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_tsf.data.clips import ViewSpec, clip_views
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.sampling import sliding_windows
-from lightning_tsf.data.views import ViewSpec, average_views, clip_views, window_clips
+from lightning_tsf.data.scores import average_views
+from lightning_tsf.data.windows import window_clips
 from lightning_tsf.inference import top_k
 from lightning_tsf.results import topk_columns
 

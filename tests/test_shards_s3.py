@@ -58,9 +58,9 @@ def test_shard_to_s3_then_fit_and_test_from_it(
     bound = 2 * chunk_size
     run = tmp_path / "run"
     fit_args = ["--config", str(SMOKE), *tiny_overrides(run), f"--data.data_root={url}",
-                f"--data.cache_dir={cache}", f"--data.max_cache_size={bound}",
+                f"--data.storage.cache_dir={cache}", f"--data.storage.max_cache_size={bound}",
                 "--data.num_workers=0", "--trainer.max_epochs=2",
-                "--data.num_spatial_crops=3", "--trainer.limit_test_batches=1.0"]  # fmt: skip
+                "--data.clips.num_spatial_crops=3", "--trainer.limit_test_batches=1.0"]  # fmt: skip
     peak, stop = [0], threading.Event()
 
     def watch() -> None:

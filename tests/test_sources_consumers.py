@@ -46,7 +46,7 @@ def source(request, tiny_synthetic: Path, tiny_shards: Path, tmp_path: Path, mon
         return str(tiny_shards), []
     pytest.importorskip("moto")
     s3 = request.getfixturevalue("s3_bucket")
-    return _upload(tiny_shards, s3, "tiny/shards"), [f"--data.cache_dir={tmp_path / 'cache'}"]
+    return _upload(tiny_shards, s3, "tiny/shards"), [f"--data.storage.cache_dir={tmp_path / 'cache'}"]
 
 
 def _val_names(root: Path) -> list[str]:

@@ -124,12 +124,13 @@ def probe_video(path: str, packets: int = 300, data: bytes | None = None) -> Pro
 def probe_sources(dm: VideoDataModule, count: int = 5) -> list[Probe | None]:
     """:func:`probe_video` of the first ``count`` training videos: files by their path,
     shards (local or object storage) from their stream's bytes."""
-    if getattr(dm, "source", "files") == "shards":
+    source = dm.source
+    if source.kind == "shards":
         from lightning_tsf.data.shard_check import first_samples
 
-        hp = dm.hparams
-        samples = first_samples(str(dm.hparams.data_root), "train", count, hp.storage_options,
-                                hp.cache_dir)  # fmt: skip
+        storage = source.storage
+        samples = first_samples(source.url, source.splits["train"], count, storage.options,
+                                storage.cache_dir)  # fmt: skip
         return [probe_video(str(s["id"]), data=bytes(s["video"])) for s in samples]
     return [probe_video(r.path) for r in dm.records("train")[:count]]
 
@@ -149,7 +150,7 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
     """What the sampled sources are, and what ``tsf prepare`` would change for them."""
     if not probes:
         return []
-    hp = dm.hparams
+    hp = dm.view_spec  # frames, rate, sampler and backend as the loader reads them
     sizes = sorted({f"{p.width}x{p.height} {p.codec}" for p in probes})
     keyints = [p.keyint or 1.0 for p in probes]
     lines = [f"sampled {len(probes)} training videos: {', '.join(sizes)}; keyframe every "
@@ -176,7 +177,8 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
         f"{hp.sampling_rate}; docs/results.md measures ~5x on K400)"
     )
     if hp.backend == "decord":
-        lines.append("--data.backend=auto (or pyav): the reader that seeks in prepared files")
+        lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared "
+                     "files")  # fmt: skip
     return lines
 
 
@@ -256,11 +258,11 @@ def main(argv: list[str]) -> int:
         return 2 if err.code not in (0, None) else 0
     dm.setup("fit")
     loader = dm.train_dataloader()
-    hp = dm.hparams
+    hp = dm.view_spec
     net = module.net
     params = sum(p.numel() for p in net.parameters())
     print(
-        f"{dm.num_videos('train')} training videos under {hp.data_root}, "
+        f"{dm.num_videos('train')} training videos under {dm.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
         f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
         f"{params / 1e6:.2f} M parameters"

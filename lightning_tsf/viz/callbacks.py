@@ -31,9 +31,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_tsf.data.clips import clip_frame_indices
 from lightning_tsf.data.decode import VideoDecodeError
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices
 from lightning_tsf.inference import add_batch, outputs_dict
 from lightning_tsf.viz.heatmap import denormalise, render_heatmaps, save_png
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
