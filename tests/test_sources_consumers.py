@@ -18,10 +18,12 @@ import pytest
 
 pytest.importorskip("litdata")
 
+import torch  # noqa: E402
 from conftest import _tiny_overrides, write_tiny_checkpoint  # noqa: E402
 from s3server import s3_bucket_fixture  # noqa: E402, F401
 
 from lightning_tsf.cli import main as tsf  # noqa: E402
+from lightning_tsf.commands.demo import save_pictures  # noqa: E402
 from lightning_tsf.commands.lightning import TSFCLI, cli_main, finish_wandb  # noqa: E402
 from lightning_tsf.configs import config_path  # noqa: E402
 
@@ -97,6 +99,10 @@ def test_demo_config_and_commands_on_every_source(
     cli = TSFCLI(args=["test", *args("test"), ckpt, "--trainer.logger=false"])
     finish_wandb(cli.trainer)
     assert cli.model.test_results["videos"] == cli.model.test_results["total_videos"] == 7
+    # the demo's pictures (tsf demo) from the test loader: one heatmap per class in test.csv
+    drawn = save_pictures(cli.model, cli.datamodule, tmp_path / "pictures")
+    classes = {line.split()[1] for line in (tiny_synthetic / "test.csv").read_text().splitlines()}
+    assert len(torch.load(Path(drawn["heatmaps"]).with_suffix(".pt"))) == len(classes)
     assert cli_main(["predict", *args("predict"), ckpt, "--trainer.logger=false", WRITER]) == 0
     lines = (tmp_path / "predict" / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -139,9 +145,17 @@ def test_what_cannot_read_shards_says_so(tiny_shards: Path, tmp_path: Path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.endswith("pass --format folder"), err
     ckpt = write_tiny_checkpoint(tmp_path / "tiny.ckpt")
-    assert tsf(["predict-files", str(tiny_shards), "--checkpoint", str(ckpt)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "tsf shard" in err and "tsf predict" in err, err
+    for command in ("predict-files", "features-files", "timeline"):
+        assert tsf([command, str(tiny_shards), "--checkpoint", str(ckpt), "--out-dir",
+                    str(tmp_path / "out")] if command != "predict-files" else
+                   [command, str(tiny_shards), "--checkpoint", str(ckpt)]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "tsf shard" in err and "tsf predict" in err, err
+    for command in ("prepare", "shard"):
+        assert tsf([command, str(tiny_shards), str(tmp_path / command)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a `tsf shard` output" in err, err
+        assert not (tmp_path / command).exists()
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -94,6 +94,19 @@ def _check_shards(args: argparse.Namespace) -> tuple[list[str], int]:
     return [f"{s}\t{name}\t{why}" for s, name, why in result.bad], sum(result.checked.values())
 
 
+def shards_given(prog: str, src: str) -> bool:
+    """True, after one line on stderr, when ``src`` is a `tsf shard` output (local or
+    object storage): these commands read a dataset's video files, and shards hold prepared
+    videos already."""
+    from lightning_tsf.data.shards import is_shard_folder
+
+    if not is_shard_folder(src):
+        return False
+    print(f"{prog}: {src} is a `tsf shard` output (its videos are prepared already); {prog} "
+          "reads a dataset's video files: give the dataset it was written from", file=sys.stderr)
+    return True
+
+
 def folder_hint(root: str, fmt: str) -> str:
     """A hint for a folder dataset (class sub-folders under train/val/test) read with another
     format: ``; ... pass --format folder`` (empty when that is not the case)."""
@@ -123,6 +136,8 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if shards_given("tsf prepare", args.src_root):
+        return 2
     try:
         report = prepare_dataset(
             args.src_root,
@@ -171,6 +186,8 @@ def shard_main(argv: list[str]) -> int:
                    "before upload (default: under the cache)")  # fmt: skip
     args = p.parse_args(argv)
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
+    if shards_given("tsf shard", args.src_root):
+        return 2
     try:
         report = write_shards(
             args.src_root, args.out, format=args.format, splits=splits,

@@ -55,17 +55,22 @@ def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str
     return names or getattr(pl_module, "hparams", {}).get("class_names") or None
 
 
-def _frame_indices(trainer: pl.Trainer, path: str) -> list[int] | None:
-    """Source frame numbers of a video's first view, to label pictures: read from the file
-    when ``path`` is one on this machine (a shard sample's id is not: None, frames are then
-    labelled by their position in the clip)."""
-    spec = getattr(trainer.datamodule, "view_spec", None) if trainer.datamodule else None
+def source_frame_indices(path: str, spec: Any, temporal: int = 0) -> list[int] | None:
+    """Source frame numbers of evaluation clip ``temporal`` of a video, to label pictures:
+    read from the file when ``path`` is one on this machine (a shard sample's id is not: None,
+    and frames are labelled by their position in the clip)."""
     if spec is None or not Path(path).is_file():
         return None
     try:
-        return clip_frame_indices(path, spec)
+        return clip_frame_indices(path, spec, temporal)
     except VideoDecodeError:
         return None
+
+
+def _frame_indices(trainer: pl.Trainer, path: str) -> list[int] | None:
+    """:func:`source_frame_indices` of a video's first view (the DataModule's views)."""
+    spec = getattr(trainer.datamodule, "view_spec", None) if trainer.datamodule else None
+    return source_frame_indices(path, spec)
 
 
 class FirstViews:
