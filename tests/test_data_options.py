@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,12 @@ import torch
 import yaml
 
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.options import ClipOptions, DecodeOptions, LoaderOptions
+from lightning_tsf.data.options import (
+    ClipOptions,
+    DecodeOptions,
+    LoaderOptions,
+    record_from_hparams,
+)
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "experiments" / "smoke_cpu.yaml"
@@ -108,3 +114,7 @@ def test_old_checkpoint_datamodule_hyper_parameters(tiny_synthetic, tmp_path) ->
         warnings.simplefilter("error")
         again = VideoDataModule.load_from_checkpoint(new)
     assert again.clips == dm.clips and again.decode == dm.decode
+    # a checkpoint without an input record: the DataModule's rule, from flat or grouped keys
+    names = dm.class_names
+    assert record_from_hparams(flat, names) == record_from_hparams(dm.hparams, names)
+    assert record_from_hparams(flat, names, scheme="x") == replace(dm.input_config, scheme="x")

@@ -86,8 +86,9 @@ def test_shard_to_s3_then_fit_and_test_from_it(
     assert remote["videos"] == remote["total_videos"] == 7
 
     # the same checkpoint on the local shards of the same videos: the same per-video answers
-    local_args = [a for a in fit_args if not a.startswith(("--data.data_root", "--data.cache",
-                                                          "--data.max_cache"))]  # fmt: skip
+    local_args = [a for a in fit_args if not a.startswith(("--data.data_root",
+                                                          "--data.storage.cache_dir",
+                                                          "--data.storage.max_cache"))]  # fmt: skip
     local = TSFCLI(args=["test", *local_args, f"--data.data_root={tiny_shards}",
                          f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])  # fmt: skip
     finish_wandb(local.trainer)

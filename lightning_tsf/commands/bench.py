@@ -178,7 +178,7 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
     )
     if hp.backend == "decord":
         lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared "
-                     "files")  # fmt: skip
+                     "files")
     return lines
 
 

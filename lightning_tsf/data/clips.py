@@ -201,3 +201,30 @@ def read_views(source: str | VideoReader, spec: ViewSpec) -> Tensor:
         if owned:
             reader.close()
     return torch.cat([clip_views(frames, spec) for frames in clips])
+
+
+def describe_protocol(spec: ViewSpec, train_scale: tuple[int, int], flip: bool,
+                      inverse_uniform_scale: bool) -> dict[str, str]:  # fmt: skip
+    """How clips are cut in training, validation and test, in words (the DataModule's
+    ``protocol``, logged with the config and stated in the test summary)."""
+    s = spec
+    clip = {
+        "dense": f"{s.num_frames} frames over rate {s.sampling_rate} x {s.num_frames} / 30 "
+        "x fps source frames (official dense)",
+        "centred": f"{s.num_frames} frames {s.sampling_rate} apart",
+        "segment": f"{s.num_frames} frames, one per equal segment",
+    }[s.sampler]
+    low, high = train_scale
+    jitter = f"1/U[1/{high}, 1/{low}]" if inverse_uniform_scale else f"U[{low}, {high}]"
+    flipped = ", horizontal flip" if flip else ""
+    crops = "left/centre/right" if s.num_spatial_crops == 3 else "centre"
+    views = (
+        f"{s.num_temporal_views} clip(s) x {s.num_spatial_crops} {crops} crop(s) of "
+        f"{s.crop_size} after short side {s.test_short_side or s.crop_size}; {clip}"
+    )
+    return {
+        "train": f"{clip}, random position; short side {jitter}, random {s.crop_size} "
+        f"crop{flipped}",
+        "validation": f"clip-level accuracy (each view scored alone) over {views}",
+        "test": f"video-level accuracy, the paper's kind (softmax averaged per video) over {views}",
+    }

@@ -15,7 +15,6 @@ one-line error, exit 2). Each error names the missing path or the bad line.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,10 +22,11 @@ from torch.utils.data import DataLoader
 
 from lightning_tsf.data.annotations import FORMATS, VideoRecord
 from lightning_tsf.data.check import check_videos
-from lightning_tsf.data.clips import ViewSpec
-from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
+from lightning_tsf.data.clips import ViewSpec, describe_protocol
+from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.data.loader import default_num_workers
 from lightning_tsf.data.options import (
+    GROUPS,
     AnnotationOptions,
     AugmentOptions,
     ClipOptions,
@@ -35,12 +35,10 @@ from lightning_tsf.data.options import (
     StorageOptions,
     group,
     plain,
-    say,
-    upgrade,
+    saved_hparams,
 )
 from lightning_tsf.data.sources import LoaderPlan, Source, pick_source
 from lightning_tsf.data.trainer_state import batches_done_this_epoch, current_epoch, global_seed
-from lightning_tsf.data.transforms import TrainTransform
 
 # Group defaults (frozen: one shared instance is safe); LightningCLI lists their fields.
 CLIPS, ANNOTATIONS, AUGMENT = ClipOptions(), AnnotationOptions(), AugmentOptions()
@@ -53,19 +51,12 @@ class VideoDataModule(pl.LightningDataModule):
     """Video classification data (Kinetics CSV, SSv2 JSON or class folders; files or shards).
 
     Args:
-        data_root: folder that annotation files and video paths are relative to, or a
-            ``tsf shard`` output (a folder or ``s3://bucket/prefix``).
+        data_root: the dataset folder, or a ``tsf shard`` output (folder or ``s3://`` URL).
         format: ``kinetics``, ``ssv2`` or ``folder`` (shards: as their ``shards.json`` says).
-        batch_size: training clips per GPU/process; evaluation batches hold whole videos,
-            ``max(1, batch_size // views)`` of them (:meth:`eval_videos_per_batch`).
-        num_workers: DataLoader workers per process; None = the process's share of the cores
+        batch_size: training clips per process (evaluation: :meth:`eval_videos_per_batch`).
+        num_workers: loader workers per process; None = the process's share of the cores
             less one (``SLURM_CPUS_PER_TASK`` - 1 under srun), see :mod:`.loader`.
-        clips: :class:`~.options.ClipOptions` (frames, sampling, crops, views, mean/std).
-        annotations: :class:`~.options.AnnotationOptions` (split and class-name files).
-        augment: :class:`~.options.AugmentOptions` (flip, SSv2 scale jitter).
-        decode: :class:`~.options.DecodeOptions` (backend, decode size, retries).
-        loader: :class:`~.options.LoaderOptions` (pinning, workers' life, prefetch, seed).
-        storage: :class:`~.options.StorageOptions` (files or shards, object storage).
+        clips, annotations, augment, decode, loader, storage: the groups of :mod:`.options`.
     """
 
     def __init__(
@@ -84,45 +75,26 @@ class VideoDataModule(pl.LightningDataModule):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format={format!r}; expected one of {FORMATS}")
-        self.data_root = data_root
-        self.batch_size = batch_size
+        self.data_root, self.batch_size = data_root, batch_size
         self.clips = group(clips, ClipOptions)
         self.annotations = group(annotations, AnnotationOptions)
-        self.augment = group(augment, AugmentOptions)
-        self.decode = group(decode, DecodeOptions)
-        self.loader = group(loader, LoaderOptions)
-        self.storage = group(storage, StorageOptions)
-        self.save_hyperparameters(plain({
-            "data_root": data_root, "format": format, "batch_size": batch_size,
-            "num_workers": num_workers, "clips": self.clips, "annotations": self.annotations,
-            "augment": self.augment, "decode": self.decode, "loader": self.loader,
-            "storage": self.storage,
-        }))  # fmt: skip  (plain types: checkpoints load with weights_only=True)
+        self.augment, self.decode = group(augment, AugmentOptions), group(decode, DecodeOptions)
+        self.loader, self.storage = group(loader, LoaderOptions), group(storage, StorageOptions)
+        groups = {name: getattr(self, name) for name in GROUPS}  # saved as plain types, so that
+        self.save_hyperparameters(plain({"data_root": data_root, "format": format,  # checkpoints
+                                         "batch_size": batch_size, "num_workers": num_workers,
+                                         **groups}))  # load with weights_only  # fmt: skip
         self.datasets: dict[str, Any] = {}
         self._source: Source | None = None
         self._input_config: InputConfig | None = None
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], where: str = "hyper-parameters"):
-        """A DataModule from saved hyper-parameters, earlier flat keys moved to their groups
-        with one warning line each (checkpoints written before the groups existed)."""
-        grouped, notes = upgrade(hparams)
-        say(notes, f"{where}; earlier flat key")
-        return cls(**grouped)
-
-    @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None,
                              hparams_file: Any = None, **kwargs: Any):  # fmt: skip
-        """Lightning's loader, with earlier flat keys of ``datamodule_hyper_parameters``
-        moved to their groups (:meth:`from_hparams`)."""
-        import torch
+        """Lightning's loader; earlier flat keys of ``datamodule_hyper_parameters`` are moved
+        to their groups, one warning line each (:func:`~.options.saved_hparams`)."""
+        return cls(**saved_hparams(checkpoint_path, cls.CHECKPOINT_HYPER_PARAMS_KEY, kwargs))
 
-        saved = torch.load(str(checkpoint_path), map_location="cpu", weights_only=True,
-                           mmap=True)  # fmt: skip
-        hparams = dict(saved.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
-        return cls.from_hparams({**hparams, **kwargs}, str(checkpoint_path))
-
-    # ------------------------------------------------------------------ what the data is
     @property
     def source(self) -> Source:
         """Files or shards, picked on first use (:func:`~.sources.pick_source`)."""
@@ -148,13 +120,11 @@ class VideoDataModule(pl.LightningDataModule):
 
     @property
     def horizontal_flip(self) -> bool:
-        flip = self.augment.horizontal_flip
-        return self.format != "ssv2" if flip is None else flip
+        return bool(self.augment.resolved(self.format).horizontal_flip)
 
     @property
     def inverse_uniform_scale(self) -> bool:
-        inverse = self.augment.inverse_uniform_scale
-        return self.format == "ssv2" if inverse is None else inverse
+        return bool(self.augment.resolved(self.format).inverse_uniform_scale)
 
     @property
     def input_config(self) -> InputConfig:
@@ -170,9 +140,8 @@ class VideoDataModule(pl.LightningDataModule):
         return self.input_config.view_spec(self.decode.backend, self.decode.short_side)
 
     def records(self, stage: str) -> list[VideoRecord]:
-        """Annotated videos of ``stage`` (``train``, ``val``, ``test`` or ``predict``; files
-        only). Raises :class:`AnnotationError` naming the file when a split lists no video,
-        or a line does not fit."""
+        """Annotated videos of ``stage`` (files only); an empty split or a bad line is an
+        :class:`AnnotationError` naming file and line."""
         return self.source.records(stage)
 
     def num_videos(self, stage: str) -> int:
@@ -182,17 +151,10 @@ class VideoDataModule(pl.LightningDataModule):
         return self.source.num_videos(stage)
 
     def evaluate_as(self, record: InputConfig) -> list[str]:
-        """Evaluate (test, validate, predict) with the views a checkpoint's input record says.
-
-        Evaluation options this config sets (``num_spatial_crops``, ``num_temporal_views``,
-        ``test_short_side``) still win; what describes the model (sampler, frames, rate, crop,
-        mean, std) is taken from the record. Returns one line per value that differs from
-        this config's, for the caller to show (nothing is changed silently)."""
-        given = {k: getattr(self.clips, k) for k in VIEW_OPTIONS
-                 if getattr(self.clips, k) is not None}  # fmt: skip
-        config = record.with_views(**given)
-        if self.class_names and len(self.class_names) == len(config.class_names):
-            config = replace(config, class_names=tuple(self.class_names))
+        """Evaluate with the views a checkpoint's input ``record`` says, the evaluation views
+        this config sets still winning (:meth:`~.options.ClipOptions.evaluate_as`). Returns
+        one line per value that differs from this config's, for the caller to show."""
+        config = self.clips.evaluate_as(record, self.class_names)
         notes = [f"data.clips.{d}" for d in self.input_config.differences(config)
                  if not d.startswith(("scheme", "preset", "one_crop"))]  # fmt: skip
         self._input_config = config
@@ -203,39 +165,16 @@ class VideoDataModule(pl.LightningDataModule):
     def protocol(self) -> dict[str, str]:
         """How clips are cut in training, validation and test, in words (logged with the
         config and stated in the test summary)."""
-        s = self.view_spec
-        clip = {
-            "dense": f"{s.num_frames} frames over rate {s.sampling_rate} x {s.num_frames} / 30 "
-            "x fps source frames (official dense)",
-            "centred": f"{s.num_frames} frames {s.sampling_rate} apart",
-            "segment": f"{s.num_frames} frames, one per equal segment",
-        }[s.sampler]
-        low, high = self.clips.train_scale
-        jitter = f"1/U[1/{high}, 1/{low}]" if self.inverse_uniform_scale else f"U[{low}, {high}]"
-        flip = ", horizontal flip" if self.horizontal_flip else ""
-        crops = "left/centre/right" if s.num_spatial_crops == 3 else "centre"
-        views = (
-            f"{s.num_temporal_views} clip(s) x {s.num_spatial_crops} {crops} crop(s) of "
-            f"{s.crop_size} after short side {s.test_short_side or s.crop_size}; {clip}"
-        )
-        return {
-            "train": f"{clip}, random position; short side {jitter}, random {s.crop_size} "
-            f"crop{flip}",
-            "validation": f"clip-level accuracy (each view scored alone) over {views}",
-            "test": f"video-level accuracy, the paper's kind (softmax averaged per video) over "
-            f"{views}",
-        }
+        aug = self.augment.resolved(self.format)
+        return describe_protocol(self.view_spec, self.clips.train_scale, aug.horizontal_flip,
+                                 aug.inverse_uniform_scale)  # fmt: skip
 
-    # ------------------------------------------------------------------ datasets and loaders
     def make_dataset(self, stage: str):
-        """A new dataset of one stage (training transforms only for ``train``): a
-        :class:`~.dataset.VideoDataset` or a :class:`~.streaming.ShardVideoDataset`, whose
-        items are :mod:`.items`' either way."""
+        """A new dataset of ``stage`` from the source (a :class:`~.dataset.VideoDataset` or a
+        :class:`~.streaming.ShardVideoDataset`: :mod:`.items`' items either way)."""
         transform = None
         if stage == "train":
-            c = self.clips
-            transform = TrainTransform(c.crop_size, tuple(c.train_scale), self.horizontal_flip,
-                                       self.inverse_uniform_scale)  # fmt: skip
+            transform = self.augment.resolved(self.format).transform(self.clips)
         return self.source.dataset(stage, self.view_spec, transform, self.decode.max_retries,
                                    self._seed())  # fmt: skip
 
@@ -246,8 +185,7 @@ class VideoDataModule(pl.LightningDataModule):
         return self.datasets[stage]
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the annotations (or shard indexes) that a Trainer stage needs: ``fit``,
-        ``validate``, ``test``, ``predict``."""
+        """Read the annotations (or shard indexes) a Trainer stage needs."""
         for name in STAGE_SPLITS[stage]:
             self.dataset(name)
 
@@ -263,8 +201,7 @@ class VideoDataModule(pl.LightningDataModule):
         return default_num_workers(devices)
 
     def eval_videos_per_batch(self) -> int:
-        """Evaluation batches hold whole videos (all their views, decoded in one worker):
-        ``batch_size // views`` of them, at least one."""
+        """Whole videos per evaluation batch: ``batch_size // views``, at least one."""
         return max(1, self.batch_size // self.view_spec.num_views)
 
     def _loader(self, stage: str) -> DataLoader:
@@ -287,8 +224,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.source.load_state_dict(state_dict)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled random clips, one per video (under DDP each rank its share; resumed
-        mid-epoch, the epoch's remaining clips, drawn as before)."""
+        """Random clips, one per video, shuffled (resumed mid-epoch: the rest, as drawn)."""
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
@@ -296,20 +232,18 @@ class VideoDataModule(pl.LightningDataModule):
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """All views of all test videos, whole videos per batch, never padded."""
+        """The same for the test split."""
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """All views of all predict videos, whole videos per batch, never padded."""
+        """The same for the predict split."""
         return self._loader("predict")
 
-    def check_videos(
-        self, stages: tuple[str, ...] = ("train", "val", "test"), num_workers: int | None = None
-    ) -> list[tuple[str, str]]:
-        """Decode-check every video of the given stages; return ``(path, reason)`` of bad ones.
-        (Shards hold only videos that decoded when written: see ``OUT/<split>.failed.txt``.)"""
-        if self.source.kind == "shards":
-            return []
-        paths = [r.path for stage in stages for r in self.records(stage)]
+    def check_videos(self, stages: tuple[str, ...] = ("train", "val", "test"),
+                     num_workers: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
+        """``(path, reason)`` of each video of ``stages`` that does not decode (shards: none;
+        they hold only videos that decoded when written, see ``OUT/<split>.failed.txt``)."""
+        shards = self.source.kind == "shards"
+        paths = [] if shards else [r.path for stage in stages for r in self.records(stage)]
         workers = self.num_workers if num_workers is None else num_workers
         return check_videos(paths, backend=self.decode.backend, num_workers=workers)

@@ -9,7 +9,6 @@ evaluation item ``i`` is every view of video ``i``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from lightning_tsf.data.annotations import VideoRecord
 from lightning_tsf.data.clips import ViewSpec
-from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.items import (  # noqa: F401 - earlier home of the item types
     ClipItems,
     Video,
@@ -70,9 +68,8 @@ class VideoDataset(Dataset):
 
     def video(self, index: int) -> Video:
         """Video ``index`` of the split, opened from its path."""
-        record, spec = self.records[index], self.spec
-        opener = partial(make_reader, record.path, spec.backend, spec.decode_short_side)
-        return Video(index, record.label, record.path, opener)
+        record = self.records[index]
+        return Video.from_path(record.path, self.spec, index, record.label)
 
     def _another(self, rng: np.random.Generator) -> Video:
         return self.video(int(rng.integers(0, self.num_videos)))

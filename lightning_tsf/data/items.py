@@ -22,6 +22,10 @@ Whole videos as evaluation items, for both sources: a shard stream hands out who
 sample is a video's bytes), DDP sharding of a file split by whole videos stays one contiguous
 range of indices per rank, a video's views are scored in one batch, and its reader is opened
 once. An evaluation batch holds ``max(1, batch_size // views)`` videos.
+
+Outside a DataModule (the Predictor, inference on files), the evaluation views of one video
+are ``ClipItems(spec, train=False).eval_item(Video.from_path(path, spec))`` (or
+:meth:`Video.from_bytes`); ``VideoDataModule.dataset(stage)`` gives a stage's dataset.
 """
 
 from __future__ import annotations
@@ -29,13 +33,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypedDict
 
 import numpy as np
 import torch
 
 from lightning_tsf.data.clips import ViewSpec, decode_clip, read_views
-from lightning_tsf.data.decode import VideoDecodeError, VideoReader
+from lightning_tsf.data.decode import (
+    VideoDecodeError,
+    VideoReader,
+    make_bytes_reader,
+    make_reader,
+)
 from lightning_tsf.data.transforms import TrainTransform
 
 log = logging.getLogger(__name__)
@@ -95,6 +105,19 @@ class Video:
     label: int
     name: str
     open: Callable[[], VideoReader]
+
+    @classmethod
+    def from_path(cls, path: str, spec: ViewSpec, index: int = 0, label: int = -1) -> Video:
+        """A video file, read with the spec's backend and decode size."""
+        opener = partial(make_reader, path, spec.backend, spec.decode_short_side)
+        return cls(index, label, path, opener)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str, spec: ViewSpec, index: int = 0,
+                   label: int = -1) -> Video:  # fmt: skip
+        """A video held in memory (a shard sample's bytes), named ``name`` in reports."""
+        opener = partial(make_bytes_reader, data, name, spec.backend, spec.decode_short_side)
+        return cls(index, label, name, opener)
 
 
 def item_seeds(seed: int, epoch: int, count: int) -> list[int]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from lightning_tsf.data.clips import ClipSpec
-from lightning_tsf.data.inputs import InputConfig, resolve_input_config
+from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
+from lightning_tsf.data.transforms import TrainTransform
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ class ClipOptions(ClipSpec):
             raise ValueError(f"train_scale={list(self.train_scale)}; expected [min, max], "
                              "0 < min <= max")  # fmt: skip
         object.__setattr__(self, "train_scale", scale)
+
+    def evaluate_as(self, record: InputConfig, class_names: Sequence[str] = ()) -> InputConfig:
+        """A checkpoint's input ``record`` with the evaluation views these options set
+        (:data:`~.inputs.VIEW_OPTIONS`; None keeps the record's), and ``class_names`` when
+        they are as many as the record's."""
+        given = {k: getattr(self, k) for k in VIEW_OPTIONS if getattr(self, k) is not None}
+        config = record.with_views(**given)
+        if class_names and len(class_names) == len(config.class_names):
+            config = replace(config, class_names=tuple(class_names))
+        return config
 
     def record(self, format: str, class_names: Sequence[str] = ()) -> InputConfig:
         """The input record of these options for ``format``
@@ -79,6 +90,22 @@ class AugmentOptions:
 
     horizontal_flip: bool | None = None
     inverse_uniform_scale: bool | None = None
+
+    def resolved(self, format: str) -> AugmentOptions:
+        """Open choices filled with the format's: flip except for ssv2, inverse-uniform
+        jitter for ssv2 only."""
+        flip, inverse = self.horizontal_flip, self.inverse_uniform_scale
+        return AugmentOptions(format != "ssv2" if flip is None else flip,
+                              format == "ssv2" if inverse is None else inverse)  # fmt: skip
+
+    def transform(self, clips: ClipOptions) -> TrainTransform:
+        """The training transform of these (resolved) options at ``clips``' crop and scale."""
+        return TrainTransform(
+            clips.crop_size,
+            tuple(clips.train_scale),
+            bool(self.horizontal_flip),
+            bool(self.inverse_uniform_scale),
+        )
 
 
 @dataclass(frozen=True)
@@ -212,13 +239,36 @@ def upgrade_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
     out, notes = [], []
     for arg in args:
         if arg.startswith("--data."):
-            key, eq, value = arg[len("--data."):].partition("=")
+            key, eq, value = arg[len("--data.") :].partition("=")
             if key in FLAT_KEYS:
                 name, field = FLAT_KEYS[key]
                 arg = f"--data.{name}.{field}{eq}{value}"
                 notes.append(f"--data.{key} is now --data.{name}.{field}")
         out.append(arg)
     return out, notes
+
+
+def saved_hparams(path: Any, key: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The DataModule arguments saved under ``key`` in checkpoint ``path`` (with
+    ``overrides``), earlier flat keys moved to their groups, one warning line each."""
+    import torch
+
+    saved = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    grouped, notes = upgrade({**dict(saved.get(key) or {}), **overrides})
+    say(notes, f"{path}; earlier flat key")
+    return grouped
+
+
+def record_from_hparams(
+    hparams: Mapping[str, Any], class_names: Sequence[str] = (), **model: Any
+) -> InputConfig:
+    """The input record a DataModule of these saved hyper-parameters (grouped, or flat as
+    earlier versions saved them) resolves, with ``model`` fields (``scheme``, ``preset``):
+    for checkpoints written before records were saved."""
+    grouped, _ = upgrade(hparams)
+    clips = group(grouped.get("clips"), ClipOptions)
+    record = clips.record(str(grouped.get("format") or "kinetics"), class_names)
+    return replace(record, **model)
 
 
 def say(notes: Sequence[str], why: str) -> None:

@@ -129,8 +129,9 @@ class FileSource:
         train = stage == "train"
         sampler = generator = None
         if train:
-            sampler = SeededTrainSampler(dataset, plan.seed,
-                                         skip=lambda: plan.batches_done() * plan.batch_size)
+            sampler = SeededTrainSampler(
+                dataset, plan.seed, skip=lambda: plan.batches_done() * plan.batch_size
+            )
             # The loader's own generator: creating an iterator (each epoch, and on a resume
             # mid-epoch) then takes nothing from the global RNG that dropout and mixup use.
             generator = torch.Generator().manual_seed(plan.seed)  # fmt: skip

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,6 @@ import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
 from lightning_tsf.data.clips import ViewSpec
-from lightning_tsf.data.decode import make_bytes_reader
 from lightning_tsf.data.items import ClipItems, Video, VideoItem, VideoSample, item_seeds
 from lightning_tsf.data.transforms import TrainTransform
 
@@ -71,9 +69,8 @@ class ShardVideoDataset(StreamingDataset):
 
     def video(self, sample: dict[str, Any]) -> Video:
         """The video of a shard sample (schema: :mod:`.shards`), opened from its bytes."""
-        opener = partial(make_bytes_reader, sample["video"], str(sample["id"]),
-                         self.spec.backend, self.spec.decode_short_side)  # fmt: skip
-        return Video(int(sample["index"]), int(sample["label"]), str(sample["id"]), opener)
+        return Video.from_bytes(sample["video"], str(sample["id"]), self.spec,
+                                int(sample["index"]), int(sample["label"]))  # fmt: skip
 
     def _another(self, rng: np.random.Generator) -> Video:
         return self.video(super().__getitem__(int(rng.integers(0, len(self)))))
