@@ -30,7 +30,12 @@ from lightning_tsf.data.shards import ShardError
 from lightning_tsf.data.storage import StorageError, is_remote
 from lightning_tsf.models import CheckpointError, zoo
 from lightning_tsf.models.checkpoint import read_checkpoint
-from lightning_tsf.train.callbacks import BatchSplitError, GlobalBatchSize, latest_checkpoint
+from lightning_tsf.train.callbacks import (
+    BatchSplitError,
+    GlobalBatchSize,
+    latest_checkpoint,
+    use_host_values_bar,
+)
 from lightning_tsf.train.module import VideoClassifier
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
@@ -211,6 +216,12 @@ class TSFCLI(LightningCLI):
         self.datamodule.setup(self.subcommand)
 
     before_validate = before_test = before_predict = _before_evaluation
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The Trainer, its progress bar showing host values (no per-step device read)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        use_host_values_bar(trainer)
+        return trainer
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad

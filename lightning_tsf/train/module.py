@@ -11,6 +11,7 @@ training starts and saved in every checkpoint.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,19 @@ class VideoClassifier(pl.LightningModule):
         self.resuming = False  # weights come from a checkpoint: pretrained is not loaded
         self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
         n = net.num_classes
+        # Metrics accumulate on the device and are computed at epoch end: no argument checks
+        # (``validate_args``, ``nan_strategy``), which read values back to the host every step.
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_acc{t}": MulticlassAccuracy(n, top_k=min(t, n), average="micro")
+                f"{stage}_acc{t}": MulticlassAccuracy(
+                    n, top_k=min(t, n), average="micro", validate_args=False
+                )
                 for stage in ("train", "val")
                 for t in (1, 5)
             }
         )
-        self.val_loss = MeanMetric()  # a metric object: every rank logs it, even with no clip
+        # a metric object: every rank logs it, even with no clip
+        self.val_loss = MeanMetric(nan_strategy="disable")
         # What the model expects as input: resolved once when training starts (from the data
         # and the backbone), saved in every checkpoint, read back from one (InputConfig).
         self.input_config: InputConfig | None = None
@@ -204,28 +210,31 @@ class VideoClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------- training / validation
     def _mix(self, video: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
-        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first."""
+        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first.
+        The draws are Python numbers (``random``, seeded by ``seed_everything``): nothing is
+        read back from a tensor."""
         hp = self.hparams
         alphas = [a for a in (hp.mixup_alpha, hp.cutmix_alpha) if a > 0]
         if not alphas or video.shape[0] < 2:
             return video, label, label, 1.0
-        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or torch.rand(()) < 0.5)
+        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or random.random() < 0.5)
         alpha = hp.cutmix_alpha if use_cutmix else hp.mixup_alpha
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        lam = random.betavariate(alpha, alpha)
         perm = torch.randperm(video.shape[0], device=video.device)
         if not use_cutmix:
             return lam * video + (1 - lam) * video[perm], label, label[perm], lam
         h, w = video.shape[-2:]
         ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-        y0, x0 = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        y0, x0 = random.randint(0, h - ch), random.randint(0, w - cw)
         video = video.clone()
         video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
         return video, label, label[perm], 1 - ch * cw / (h * w)
 
     def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor) -> None:
-        """Update (when there are clips) and log the stage's accuracy metrics. The metric
-        objects are logged on every step of every rank, so the epoch-end sync under DDP never
-        waits for a rank whose batches were all unreadable."""
+        """Update (when there are clips) and log the stage's accuracy metrics, computed at
+        epoch end (the states stay on the device until then). The metric objects are logged
+        on every step of every rank, so the epoch-end sync under DDP never waits for a rank
+        whose batches were all unreadable."""
         for name, metric in self.metrics.items():
             if name.startswith(stage):
                 if logits is not None:
@@ -233,23 +242,30 @@ class VideoClassifier(pl.LightningModule):
                 self.log(
                     f"{stage}/{name.split('_')[1]}",
                     metric,
+                    on_step=False,
+                    on_epoch=True,
                     prog_bar=name.endswith("1"),
                     batch_size=max(1, len(label)),
                 )
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
-        """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries."""
+        """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries.
+
+        Nothing here reads a value back to the host: the loss is logged as a device tensor
+        (Lightning converts it only on the steps it writes to the loggers, and the progress
+        bar shows the value from those steps, see :class:`~lightning_tsf.train.callbacks.
+        HostValuesBar`), the accuracies accumulate on the device until the epoch ends."""
         smoothing = self.hparams.label_smoothing
         video, y_a, y_b, lam = self._mix(batch["video"], batch["label"])
         logits = self(video)
         loss = lam * F.cross_entropy(logits, y_a, label_smoothing=smoothing)
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(video))
+        self.log("train/loss", loss, batch_size=len(video))
         self._update_metrics("train", logits.detach(), batch["label"])
-        if "retries" in batch:
-            retries = torch.as_tensor(batch["retries"], device=self.device).sum().float()
-            self.log("train/decode_retries", retries, reduce_fx="sum", on_epoch=True, batch_size=1)
+        if "retries" in batch:  # a (B,) tensor, on the device with the batch
+            self.log("train/decode_retries", batch["retries"].sum().float(), reduce_fx="sum",
+                     on_step=False, on_epoch=True, batch_size=1)  # fmt: skip
         return loss
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
