@@ -3,13 +3,13 @@ return codes)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from functools import partial
 
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, FORMATS
 from lightning_tsf.data.decode import BACKENDS
 
@@ -20,7 +20,7 @@ def check_videos_main(argv: list[str]) -> int:
     from lightning_tsf.data.annotations import load_class_names, load_split
     from lightning_tsf.data.check import check_videos
 
-    p = argparse.ArgumentParser(prog="tsf check-videos", description=check_videos_main.__doc__)
+    p = command_parser("check-videos", check_videos_main.__doc__)
     p.add_argument("data_root")
     p.add_argument("--format", choices=FORMATS, default="kinetics")
     p.add_argument(
@@ -74,7 +74,7 @@ def prepare_main(argv: list[str]) -> int:
     """Re-encode a dataset into the prepared format (fast random access) in a new root."""
     from lightning_tsf.data.prepare import Encoding, prepare_dataset
 
-    p = argparse.ArgumentParser(prog="tsf prepare", description=prepare_main.__doc__)
+    p = command_parser("prepare", prepare_main.__doc__)
     p.add_argument("src_root")
     p.add_argument("dst_root", help="a new folder outside src_root")
     p.add_argument("--short-side", type=int, default=256, help="256 (official) or 320")
@@ -109,7 +109,7 @@ def shard_main(argv: list[str]) -> int:
     from lightning_tsf.data.prepare import Encoding
     from lightning_tsf.data.shards import ShardError, write_shards
 
-    p = argparse.ArgumentParser(prog="tsf shard", description=shard_main.__doc__)
+    p = command_parser("shard", shard_main.__doc__)
     p.add_argument("src_root")
     p.add_argument("out", help="a new local folder (s3://bucket/prefix: object storage)")
     p.add_argument("--format", choices=FORMATS, default="kinetics")
@@ -156,7 +156,7 @@ def synthetic_main(argv: list[str]) -> int:
     """Write the synthetic motion-direction dataset (see lightning_tsf.data.synthetic)."""
     from lightning_tsf.data.synthetic import make_synthetic_dataset
 
-    p = argparse.ArgumentParser(prog="tsf make-synthetic", description=synthetic_main.__doc__)
+    p = command_parser("make-synthetic", synthetic_main.__doc__)
     p.add_argument("root")
     p.add_argument("--num-train", type=int, default=512)
     p.add_argument("--num-val", type=int, default=128)

@@ -11,10 +11,14 @@ On top of LightningCLI:
   and the resolved ``config.yaml``; the config is also sent to the logger (W&B).
 * ``trainer.precision: null`` picks ``bf16-mixed`` on GPUs that support it (``16-mixed`` on
   others) and ``32-true`` on CPU.
+* Quiet: the notes of Lightning and W&B a user cannot act on are silenced at their source
+  (:mod:`lightning_tsf.train.quiet`); ``--verbose`` (or ``TSF_VERBOSE=1``) shows them. The
+  progress bar shows host values (:class:`~lightning_tsf.train.callbacks.HostValuesBar`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -37,6 +41,7 @@ from lightning_tsf.train.callbacks import (
     use_host_values_bar,
 )
 from lightning_tsf.train.module import VideoClassifier
+from lightning_tsf.train.quiet import VERBOSE_ENV, quiet_libraries, quiet_loggers
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
 
@@ -85,6 +90,9 @@ class TSFCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         # The module normalises uint8 batches in ``on_after_batch_transfer`` on purpose.
         warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+        # ``args`` is always the command line tsf passes on (never mixed with sys.argv): the
+        # warning, which also echoes the whole command line, has nothing to say here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         super().__init__(
             VideoClassifier,
             VideoDataModule,
@@ -96,7 +104,16 @@ class TSFCLI(LightningCLI):
             auto_configure_optimizers=False,
         )
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """LightningCLI's, with ``Trainer.validate/test(verbose=...)`` left to its default
+        (the results table is printed): ``--verbose`` is tsf's own in every command."""
+        return {name: skip | ({"verbose"} if name in ("validate", "test") else set())
+                for name, skip in LightningCLI.subcommands().items()}  # fmt: skip
+
     def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show every note of Lightning and W&B (also: TSF_VERBOSE=1)")
         parser.link_arguments("data.num_frames", "model.net.init_args.num_frames")
         parser.link_arguments("data.crop_size", "model.net.init_args.img_size")
         parser.link_arguments("data.mean", "model.mean")
@@ -108,6 +125,9 @@ class TSFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("verbose"):
+            os.environ[VERBOSE_ENV] = "1"  # and so in every process the run starts
+        quiet_libraries()
         self.check_paths(cfg)
         trainer = cfg.trainer
         if trainer.get("precision") is None:
@@ -218,9 +238,11 @@ class TSFCLI(LightningCLI):
     before_validate = before_test = before_predict = _before_evaluation
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
-        """The Trainer, its progress bar showing host values (no per-step device read)."""
+        """The Trainer, its progress bar showing host values (no per-step device read), its
+        W&B loggers without the arguments W&B warns about."""
         trainer = super().instantiate_trainer(**kwargs)
         use_host_values_bar(trainer)
+        quiet_loggers(trainer.loggers)
         return trainer
 
     def instantiate_classes(self) -> None:

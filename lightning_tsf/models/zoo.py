@@ -40,10 +40,9 @@ from lightning_tsf.models.checkpoint import (
     load_checkpoint,
     read_checkpoint,
 )
+from lightning_tsf.models.names import CACHE_ENV, MIRROR_ENV, cache_dir
 from lightning_tsf.models.presets import PRESETS, create_model
 
-CACHE_ENV = "LIGHTNING_TSF_CACHE"
-MIRROR_ENV = "LIGHTNING_TSF_ZOO_URL"  # http(s):// base URL or folder of a mirror (zoo file names)
 PREFIX = "zoo:"
 LOCK_JSON = "zoo.lock.json"  # sha256 of every file that verified, per cache folder
 LOCK_TIMEOUT = 6 * 3600.0  # seconds a process waits for another one's download
@@ -157,11 +156,6 @@ class Fetched:
     path: Path
     kind: str
     source: str
-
-
-def cache_dir() -> Path:
-    """Where downloads go: ``$LIGHTNING_TSF_CACHE`` or ``~/.cache/lightning_tsf``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lightning_tsf")
 
 
 def entry(name: str) -> ZooEntry:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,28 @@ class PredictionWriter(BasePredictionWriter):
         with self._path(trainer).open("a") as f:
             for item in prediction:
                 f.write(json.dumps(item) + "\n")
+
+
+class EpochPrinter(Callback):
+    """One line per epoch (``val/acc1``, ``train/loss``, elapsed time) on stdout, printed
+    through the progress bar (above it, not inside it) when there is one."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        line = (f"[epoch {trainer.current_epoch:2d}] val top-1 "
+                f"{100 * m.get('val/acc1', 0):5.1f}%  train loss "
+                f"{m.get('train/loss', float('nan')):.3f}  "
+                f"{time.perf_counter() - self.start:5.0f}s")  # fmt: skip
+        bar = trainer.progress_bar_callback
+        if bar is not None and bar.is_enabled:
+            bar.print(line)
+        else:
+            print(line, flush=True)
 
 
 # ---------------------------------------------------------------- progress bar

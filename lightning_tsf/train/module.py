@@ -31,7 +31,7 @@ from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
 from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
-from lightning_tsf.train.compile import compile_timesformer
+from lightning_tsf.train.compile import CompileMode, compile_timesformer
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,10 @@ class VideoClassifier(pl.LightningModule):
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
-            with a warning if compiling fails); state-dict keys are unchanged.
+            with a warning if compiling fails); state-dict keys are unchanged. ``true`` is
+            torch's default mode; a mode name picks that mode (``reduce-overhead``: CUDA
+            graphs; ``max-autotune-no-cudagraphs``: autotuned kernels; see
+            ``benchmarks/bench_overhead.py`` for what each measures).
         lr_scale: factor on ``lr``, written by ``tsf fit``'s batch plan when
             ``GlobalBatchSize(scale_lr=True)`` trains at another global batch (1 otherwise).
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
@@ -94,7 +97,7 @@ class VideoClassifier(pl.LightningModule):
         pretrained: str | None = None,
         pretrained_kind: str = "auto",
         replace_head: bool = True,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
         lr_scale: float = 1.0,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
@@ -192,8 +195,9 @@ class VideoClassifier(pl.LightningModule):
     def configure_model(self) -> None:
         """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
         back to its blocks, then eager; a no-op once compiled)."""
-        if self.hparams.compile:
-            compile_timesformer(self.net)
+        mode = self.hparams.compile
+        if mode:
+            compile_timesformer(self.net, **({"mode": mode} if isinstance(mode, str) else {}))
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
