@@ -11,14 +11,13 @@ from functools import partial
 
 from lightning_tsf.commands.help import command_parser
 from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, FORMATS
-from lightning_tsf.data.decode import BACKENDS
+from lightning_tsf.data.names import BACKENDS
 
 
 def check_videos_main(argv: list[str]) -> int:
     """List unreadable videos of a dataset's splits; exit 1 if there are any, 2 if an annotation
     file cannot be read (one line naming file and entry)."""
     from lightning_tsf.data.annotations import load_class_names, load_split
-    from lightning_tsf.data.check import check_videos
 
     p = command_parser("check-videos", check_videos_main.__doc__)
     p.add_argument("data_root")
@@ -40,6 +39,8 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")
     args = p.parse_args(argv)
+    from lightning_tsf.data.check import check_videos
+
     splits = list(dict.fromkeys(args.splits or DEFAULT_SPLITS[args.format]))
     class_file = args.class_names_file or DEFAULT_CLASS_FILES[args.format]
     try:
@@ -107,7 +108,6 @@ def shard_main(argv: list[str]) -> int:
     """Write a dataset's train/val/test splits as LitData shards of prepared-format videos;
     exit 1 if some sources were unreadable (listed in OUT/<split>.failed.txt), 2 on an error."""
     from lightning_tsf.data.prepare import Encoding
-    from lightning_tsf.data.shards import ShardError, write_shards
 
     p = command_parser("shard", shard_main.__doc__)
     p.add_argument("src_root")
@@ -132,6 +132,8 @@ def shard_main(argv: list[str]) -> int:
     p.add_argument("--staging", help="object storage: local folder the splits are written to "
                    "before upload (default: under the cache)")  # fmt: skip
     args = p.parse_args(argv)
+    from lightning_tsf.data.shards import ShardError, write_shards
+
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
     try:
         report = write_shards(
@@ -154,7 +156,6 @@ def shard_main(argv: list[str]) -> int:
 
 def synthetic_main(argv: list[str]) -> int:
     """Write the synthetic motion-direction dataset (see lightning_tsf.data.synthetic)."""
-    from lightning_tsf.data.synthetic import make_synthetic_dataset
 
     p = command_parser("make-synthetic", synthetic_main.__doc__)
     p.add_argument("root")
@@ -169,6 +170,8 @@ def synthetic_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
+    from lightning_tsf.data.synthetic import make_synthetic_dataset
+
     start = time.perf_counter()
     root = make_synthetic_dataset(
         args.root,

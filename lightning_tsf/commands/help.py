@@ -4,6 +4,7 @@ whole first paragraph as its description. Imports nothing heavy (``tsf X --help`
 from __future__ import annotations
 
 import argparse
+import copy
 from typing import Any
 
 
@@ -12,10 +13,21 @@ class HelpFormatter(argparse.HelpFormatter):
     says what the default is (a sentence with "default"); flags need none. An option without
     a default reads ``(default: not set)``, with its help saying what that means."""
 
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and self._shows_default(action):  # argparse skips help=None
+            action = copy.copy(action)
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        """An option that takes a value, is not required and has a default to show."""
+        return (bool(action.option_strings) and action.nargs != 0 and not action.required
+                and action.default is not argparse.SUPPRESS)  # fmt: skip
+
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (not action.option_strings or action.nargs == 0 or "default" in text.lower()
-                or action.default is argparse.SUPPRESS):  # fmt: skip
+        text = (action.help or "").strip()
+        if not self._shows_default(action) or "default" in text.lower():
             return text
         shown = "not set" if action.default is None else "%(default)s"
         return f"{text} (default: {shown})" if text else f"(default: {shown})"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lightning_tsf.data.decode import BACKENDS
+from lightning_tsf.data.names import BACKENDS
 from lightning_tsf.models.names import ATTENTION_TYPES
 from lightning_tsf.models.presets import PRESETS
 

@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lightning_tsf.data.names import BACKENDS, PREPARED_TAG
+
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "decord", "pyav")  # auto: chosen per file, see AutoReader
 
 
 class VideoDecodeError(RuntimeError):
@@ -563,8 +564,6 @@ def make_bytes_reader(
         return DecordBytesReader(data, name, short_side)
     raise ValueError(f"unknown video backend {backend!r}; expected one of {BACKENDS}")
 
-
-PREPARED_TAG = "lightning_tsf prepared keyint="
 
 
 def keyframe_interval(metadata: dict[str, str]) -> int | None:
