@@ -132,6 +132,7 @@ class VideoClassifier(pl.LightningModule):
         # and the backbone), saved in every checkpoint, read back from one (InputConfig).
         self.input_config: InputConfig | None = None
         self._views = ViewAccumulator()  # test and predict: view scores until a video is whole
+        self._train_metrics_logged = False  # this epoch's training metrics are registered
         self.test_results: dict[str, Any] = {}
 
     def pretrained_due(self) -> bool:
@@ -234,15 +235,20 @@ class VideoClassifier(pl.LightningModule):
         video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
         return video, label, label[perm], 1 - ch * cw / (h * w)
 
-    def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor) -> None:
+    def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor,
+                        log: bool = True) -> None:  # fmt: skip
         """Update (when there are clips) and log the stage's accuracy metrics, computed at
-        epoch end (the states stay on the device until then). The metric objects are logged
-        on every step of every rank, so the epoch-end sync under DDP never waits for a rank
-        whose batches were all unreadable."""
+        epoch end (the states stay on the device until then). Validation logs the metric
+        objects on every step of every rank, so the epoch-end sync under DDP never waits for a
+        rank whose batches were all unreadable; training (every rank has every step) logs them
+        once an epoch (``log``): registering a metric object with Lightning costs about a
+        millisecond a step (it moves the object to the device each time)."""
         for name, metric in self.metrics.items():
             if name.startswith(stage):
                 if logits is not None:
                     metric.update(logits, label)
+                if not log:
+                    continue
                 self.log(
                     f"{stage}/{name.split('_')[1]}",
                     metric,
@@ -266,11 +272,16 @@ class VideoClassifier(pl.LightningModule):
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
         self.log("train/loss", loss, batch_size=len(video))
-        self._update_metrics("train", logits.detach(), batch["label"])
+        self._update_metrics("train", logits.detach(), batch["label"],
+                             log=not self._train_metrics_logged)  # fmt: skip
+        self._train_metrics_logged = True
         if "retries" in batch:  # a (B,) tensor, on the device with the batch
             self.log("train/decode_retries", batch["retries"].sum().float(), reduce_fx="sum",
                      on_step=False, on_epoch=True, batch_size=1)  # fmt: skip
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_metrics_logged = False  # logged on the epoch's first step (a resumed one too)
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Clip-level loss and top-1/top-5 over the valid views (a batch of unreadable videos
