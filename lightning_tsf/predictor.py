@@ -5,12 +5,13 @@ folder searched recursively, an annotation file, or a list of these) and return 
 objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``features-files``,
 ``heatmap-files`` and ``timeline`` commands are thin wrappers over it.
 
-Videos are decoded in DataLoader worker processes (``num_workers``, by default the cores this
-process may use less one, as training does), views of consecutive videos share forward passes
-(``batch_size`` views per pass, pinned and run on the GPU when there is one), and results come
-out in the order of the inputs. A video that cannot be decoded is not dropped silently: it is
-listed in the result's ``errors`` with a one-line reason (:meth:`Predictor.iter_predict` yields
-it in its place). ``timeline`` decodes a long video in one pass, each frame once.
+Videos are decoded in DataLoader worker processes (``num_workers``, by default every core this
+process may use: :func:`~lightning_tsf.data.loader.inference_workers`), views of consecutive
+videos share forward passes (``batch_size`` views per pass, pinned and run on the GPU when
+there is one), and results come out in the order of the inputs. A video that cannot be
+decoded is not dropped silently: it is listed in the result's ``errors`` with a one-line
+reason (:meth:`Predictor.iter_predict` yields it in its place). ``timeline`` decodes a long
+video in one pass, each frame once.
 
 Example (``CHECKPOINT``, ``VIDEO`` and ``FOLDER`` stand for your files)::
 
@@ -51,7 +52,7 @@ from torch import Tensor
 
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
-from lightning_tsf.data.loader import default_num_workers
+from lightning_tsf.data.loader import inference_workers
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.data.transforms import normalize_video
 from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices, clip_views, window_clips
@@ -228,7 +229,7 @@ class Predictor:
     ``batch_size``: views per forward pass (views of several videos share one). ``progress``:
     a tqdm bar over videos; None shows it on a terminal for more than a handful, False never.
     ``num_workers``: decoding processes (None: :func:`~lightning_tsf.data.loader.
-    default_num_workers`; 0 decodes in this process). Any number gives the same results.
+    inference_workers`; 0 decodes in this process). Any number gives the same results.
     """
 
     def __init__(
@@ -245,7 +246,7 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {num_workers}")
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.num_workers = inference_workers() if num_workers is None else num_workers
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
         self.input_config = input_config

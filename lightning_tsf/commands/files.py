@@ -40,7 +40,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--num-workers", type=int,
-                        help="decoding processes (default: the usable cores less one; 0: decode "
+                        help="decoding processes (default: every usable core; 0: decode "
                         "in this process)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_source(parser)
