@@ -150,3 +150,24 @@ def test_training_steps_do_not_synchronise_cuda(tmp_path: Path) -> None:
         fit(tmp_path, probe, accelerator="gpu", extra=[SyncGuard()])
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_top_k_accuracy_counts_labels_among_the_k_highest_logits() -> None:
+    """A hand-made case, and torchmetrics' micro top-k accuracy on random logits."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from lightning_tsf.train.module import TopKAccuracy
+
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    label = torch.tensor([1, 2, 0])  # top-1: hit, miss, miss; top-2: hit, hit, miss
+    top1, top2 = TopKAccuracy(1), TopKAccuracy(2)
+    top1.update(logits, label), top2.update(logits, label)
+    assert float(top1.compute()) == pytest.approx(1 / 3)
+    assert float(top2.compute()) == pytest.approx(2 / 3)
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 5):
+        ours, ref = TopKAccuracy(k), MulticlassAccuracy(10, top_k=k, average="micro")
+        for _ in range(3):
+            x, y = torch.randn(16, 10, generator=g), torch.randint(0, 10, (16,), generator=g)
+            ours.update(x, y), ref.update(x, y)
+        assert float(ours.compute()) == pytest.approx(float(ref.compute()))

@@ -20,8 +20,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric, Metric
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.dataset import VideoBatch, eval_summary
@@ -35,6 +34,31 @@ from lightning_tsf.train.compile import CompileMode, compile_timesformer
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
+
+
+class TopKAccuracy(Metric):
+    """Fraction of clips whose label is among the ``k`` highest logits (micro top-k accuracy,
+    as torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")``): two counters on the
+    device, summed over ranks when computed. Its update is one ``topk`` and a comparison,
+    without ``MulticlassAccuracy``'s input checks (which read values back to the host) and
+    one-hot formatting (several milliseconds a step on CPU, ``benchmarks/bench_overhead.py``)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.add_state("hits", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, label: Tensor) -> None:
+        top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices  # (B, k)
+        self.hits += (top == label.unsqueeze(-1)).any(-1).sum()
+        self.total += label.numel()
+
+    def compute(self) -> Tensor:
+        return self.hits.float() / self.total.clamp(min=1)
 
 
 class VideoClassifier(pl.LightningModule):
@@ -114,17 +138,9 @@ class VideoClassifier(pl.LightningModule):
                         getattr(net, name).normal_(0.0, embed_init_std)
         self.resuming = False  # weights come from a checkpoint: pretrained is not loaded
         self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
-        n = net.num_classes
-        # Metrics accumulate on the device and are computed at epoch end: no argument checks
-        # (``validate_args``, ``nan_strategy``), which read values back to the host every step.
+        # Metrics accumulate on the device and are computed at epoch end (TopKAccuracy).
         self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_acc{t}": MulticlassAccuracy(
-                    n, top_k=min(t, n), average="micro", validate_args=False
-                )
-                for stage in ("train", "val")
-                for t in (1, 5)
-            }
+            {f"{stage}_acc{t}": TopKAccuracy(t) for stage in ("train", "val") for t in (1, 5)}
         )
         # a metric object: every rank logs it, even with no clip
         self.val_loss = MeanMetric(nan_strategy="disable")
