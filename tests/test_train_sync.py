@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_tsf.models import TimeSformer
-from lightning_tsf.train.callbacks import HostValuesBar, use_host_values_bar
+from lightning_tsf.train.callbacks import HostValuesBar, logging_step, use_host_values_bar
 from lightning_tsf.train.module import VideoClassifier
 
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
@@ -135,16 +135,18 @@ def test_training_steps_read_nothing_back_except_logging_steps(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_steps_do_not_synchronise_cuda(tmp_path: Path) -> None:
-    """On a GPU: the same run, steps between logging steps under sync debug mode "error"."""
+    """On a GPU: the same run under ``torch.cuda.set_sync_debug_mode("error")`` from the end of
+    each step that logs nothing to the end of the next one (its batch transfer, normalisation,
+    step and optimizer); off where values may be read back (after a logging step, its
+    logging; at the epoch's end, the metrics)."""
     probe = ReadProbe()
 
     class SyncGuard(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            # a batch whose values go to the logger may read them back
-            torch.cuda.set_sync_debug_mode("error" if batch_idx % EVERY != EVERY - 1 else 0)
-
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             torch.cuda.set_sync_debug_mode(0)
+            last = batch_idx + 1 >= min(trainer.num_training_batches, trainer.max_steps)
+            if not logging_step(trainer) and not last:
+                torch.cuda.set_sync_debug_mode("error")
 
     try:
         fit(tmp_path, probe, accelerator="gpu", extra=[SyncGuard()])
