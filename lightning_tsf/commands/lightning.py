@@ -14,6 +14,13 @@ On top of LightningCLI:
 * Quiet: the notes of Lightning and W&B a user cannot act on are silenced at their source
   (:mod:`lightning_tsf.train.quiet`); ``--verbose`` (or ``TSF_VERBOSE=1``) shows them. The
   progress bar shows host values (:class:`~lightning_tsf.train.callbacks.HostValuesBar`).
+* Secrets stay in the process: values of secret-named keys (``data.storage_options``'
+  ``aws_secret_access_key``, any ``*token*``, ``*password*``...) are written as ``***`` to
+  ``config.yaml``, the loggers (W&B config, ``hparams.yaml``) and checkpoints, the command line
+  is never echoed, and one given on it is scrubbed from ``sys.argv`` (W&B records it) with a
+  warning to use the environment instead (other users see a process's arguments).
+* One run per folder: the launching process holds ``<root>/.tsf-run.lock``
+  (:mod:`~lightning_tsf.train.runlock`); a second run there exits 2 naming the live one.
 """
 
 from __future__ import annotations
@@ -30,18 +37,28 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.inputs import InputConfig
-from lightning_tsf.data.shards import ShardError
-from lightning_tsf.data.storage import StorageError, is_remote
+from lightning_tsf.data.shard_format import ShardError
+from lightning_tsf.data.storage import (
+    REDACTED,
+    StorageError,
+    is_remote,
+    is_secret_key,
+    redact,
+    scrub,
+    secret_values,
+)
 from lightning_tsf.models import CheckpointError, zoo
 from lightning_tsf.models.checkpoint import read_checkpoint
 from lightning_tsf.train.callbacks import (
     BatchSplitError,
     GlobalBatchSize,
+    hpc_checkpoints,
     latest_checkpoint,
     use_host_values_bar,
 )
 from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.train.quiet import VERBOSE_ENV, quiet_libraries, quiet_loggers
+from lightning_tsf.train.runlock import RunLock, RunLockError, is_launching_process
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
 
@@ -50,10 +67,37 @@ class ConfigError(Exception):
     """A configuration problem found before training: printed as ``tsf: error: ...``."""
 
 
+def redact_config(config: Any) -> Any:
+    """A copy of a jsonargparse config with every secret-named value ``***`` (nested
+    namespaces, dicts such as ``data.storage_options`` and lists of class configs)."""
+    if isinstance(config, list | tuple):
+        return type(config)(redact_config(v) for v in config)
+    if not hasattr(config, "clone") or not hasattr(config, "keys"):
+        return redact(config)
+    cfg = config.clone()
+    for key in list(cfg.keys()):
+        value = cfg[key]
+        if is_secret_key(key.rsplit(".", 1)[-1]) and value not in (None, ""):
+            cfg[key] = REDACTED
+        elif isinstance(value, dict | list | tuple):
+            cfg[key] = redact_config(value)
+    return cfg
+
+
 class LoggedSaveConfigCallback(SaveConfigCallback):
     """Saves ``config.yaml`` in the run folder (re-usable as input: values linked from the data
     are left out) and records the resolved config in the loggers with the values the model was
-    built with (class count and names from the data) and the data's ``protocol``."""
+    built with (class count and names from the data) and the data's ``protocol``. Both with
+    secrets as ``***`` (:func:`redact_config`): a run's files and loggers hold no credential,
+    and a config reused as input finds them in the environment again."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        config = self.config
+        self.config = redact_config(config)
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            self.config = config
 
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         config = self.config.as_dict()
@@ -90,19 +134,25 @@ class TSFCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         # The module normalises uint8 batches in ``on_after_batch_transfer`` on purpose.
         warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
-        # ``args`` is always the command line tsf passes on (never mixed with sys.argv): the
-        # warning, which also echoes the whole command line, has nothing to say here.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        super().__init__(
-            VideoClassifier,
-            VideoDataModule,
-            save_config_callback=LoggedSaveConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False},
-            args=args,
-            run=run,
-            auto_configure_optimizers=False,
-        )
+        # Lightning warns when ``args`` and ``sys.argv`` are both given, printing both: the
+        # command line, with any secret on it. ``tsf`` passes its own arguments on purpose.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        self._lock_run = run  # TSFCLI(run=False): the caller runs the Trainer, and locks
+        self._run_lock: RunLock | None = None
+        try:
+            super().__init__(
+                VideoClassifier,
+                VideoDataModule,
+                save_config_callback=LoggedSaveConfigCallback,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"default_env": False},
+                args=args,
+                run=run,
+                auto_configure_optimizers=False,
+            )
+        finally:
+            if self._run_lock is not None:
+                self._run_lock.release()
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -136,15 +186,41 @@ class TSFCLI(LightningCLI):
             self.plan_batch(cfg)
         if cfg.data.get("seed") is None and cfg.get("seed_everything") is not None:
             cfg.data.seed = int(cfg.seed_everything)  # the loader's draws follow the run's seed
+        self.keep_secrets(cfg)
         root = trainer.get("default_root_dir")
         if not root:
             return
+        if self._lock_run and is_launching_process():  # before anything is written there
+            self._run_lock = RunLock(root, f"tsf {self.subcommand or 'fit'}")
+            self._run_lock.acquire()
         for class_path, init in _init_args(trainer.get("callbacks")):
             if class_path.endswith("ModelCheckpoint") and init.get("dirpath") is None:
                 init.dirpath = str(Path(root) / "checkpoints")
         for _, init in _init_args(trainer.get("logger")):
             if init is not None and str(init.get("save_dir", "")) == ".":
                 init.save_dir = str(root)
+
+    @staticmethod
+    def keep_secrets(cfg: Any) -> None:
+        """A secret given on the command line is visible to other users (``ps``) and would be
+        recorded by W&B (it saves ``sys.argv``): scrub it from ``sys.argv`` and say, once, to
+        pass it through the environment or a credentials file instead."""
+        secrets = secret_values(cfg.as_dict())
+        if not any(value in arg for value in secrets for arg in sys.argv):
+            return
+        sys.argv[:] = [scrub(arg, secrets) for arg in sys.argv]
+        print("tsf: warning: a credential was given on the command line, where other users "
+              "of this machine can read it (ps); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+              "a credentials file or AWS_PROFILE instead (README)", file=sys.stderr)  # fmt: skip
+
+    def after_instantiate_classes(self) -> None:
+        """What Lightning logs as hyperparameters (W&B config, ``hparams.yaml``) with secrets
+        as ``***``; the objects keep the real values."""
+        super().after_instantiate_classes()
+        for obj in (self.model, self.datamodule):
+            initial = getattr(obj, "_hparams_initial", None)
+            if initial is not None:
+                obj._hparams_initial = redact(initial)
 
     @staticmethod
     def plan_batch(cfg: Any) -> None:
@@ -200,6 +276,33 @@ class TSFCLI(LightningCLI):
         self.model.resuming = bool(kwargs.get("ckpt_path"))
         if self.trainer.local_rank == 0:  # the others load it in setup, once it is there
             self._load_pretrained()
+        self.check_folder_is_this_runs(kwargs.get("ckpt_path"))
+
+    def check_folder_is_this_runs(self, ckpt_path: str | None) -> None:
+        """A fit that does not continue the run whose checkpoints are in its folder (no
+        ``--ckpt_path``, or one from elsewhere) stops here: its ``config.yaml`` would sit beside
+        the other run's checkpoints and ``--ckpt_path latest`` could resume them later."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(self.trainer.default_root_dir).absolute()
+        if not cfg.trainer.get("default_root_dir") or str(ckpt_path) in SPECIAL_CKPT:
+            return  # "last", "hpc", ...: Lightning's names for this folder's checkpoints
+        if not ckpt_path and hpc_checkpoints(root):
+            return  # Lightning resumes a SLURM pre-emption checkpoint by itself
+        folders = {Path(c.dirpath) for c in self.trainer.checkpoint_callbacks
+                   if getattr(c, "dirpath", None)}  # fmt: skip
+        found = sorted(p for f in folders | {root} if f.is_dir() for p in f.glob("*.ckpt"))
+        if not found:
+            return
+        if ckpt_path and any(Path(ckpt_path).absolute().is_relative_to(f.absolute())
+                             for f in folders | {root}):  # fmt: skip
+            return  # continuing this folder's run
+        names = ", ".join(str(p.relative_to(root) if p.is_relative_to(root) else p)
+                          for p in found[:3])  # fmt: skip
+        raise ConfigError(
+            f"{root}: holds checkpoints of an earlier run ({names}); continue it with "
+            "--ckpt_path latest, or give this run its own trainer.default_root_dir (or move "
+            "them away)"
+        )
 
     def _load_pretrained(self) -> None:
         """``model.pretrained`` fetched and loaded here, in the launching process, so that a
@@ -279,8 +382,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     cli = None
     try:
         cli = TSFCLI(args=list(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError) as err:
-        print(f"tsf: error: {err}", file=sys.stderr)
+    except (ConfigError, BatchSplitError, AnnotationError, zoo.ZooError, CheckpointError,
+            StorageError, ShardError, RunLockError) as err:  # fmt: skip
+        # StorageError also mid-fit (the shard stream's faults): the last checkpoint is whole
+        # (written atomically), so `--ckpt_path latest` continues once the cause is fixed
+        line = (str(err).splitlines() or [repr(err)])[0]
+        print(f"tsf: error: {line}", file=sys.stderr)
         return 2
     finally:
         if cli is not None:

@@ -32,8 +32,8 @@ from lightning_tsf.data.check import check_videos
 from lightning_tsf.data.dataset import DistributedEvalSampler, SeededTrainSampler, VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig, resolve_input_config
 from lightning_tsf.data.loader import default_num_workers
-from lightning_tsf.data.shards import ShardError, is_shard_folder, read_metadata, split_dir
-from lightning_tsf.data.storage import check_remote, input_dir, is_remote, worker_init
+from lightning_tsf.data.shard_format import ShardError, is_shard_folder, read_metadata, split_dir
+from lightning_tsf.data.storage import check_remote, check_stream, input_dir, is_remote, worker_init
 from lightning_tsf.data.storage import storage_options as storage_options_for
 from lightning_tsf.data.trainer_state import batches_done_this_epoch, current_epoch, global_seed
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, TrainTransform
@@ -96,6 +96,9 @@ class VideoDataModule(pl.LightningDataModule):
         cache_dir, max_cache_size: object storage: where downloaded chunks are kept (None =
             ``$LIGHTNING_TSF_CACHE/streams``) and how much of them at most (LitData evicts
             whole chunks beyond it).
+        allow_outside_root: accept annotated video paths and class folders that resolve
+            (``..``, symlinks) outside ``data_root``/``video_dir``; off: each is an
+            :class:`AnnotationError` naming file and line (see :mod:`.annotations`).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class VideoDataModule(pl.LightningDataModule):
         storage_options: dict | None = None,
         cache_dir: str | None = None,
         max_cache_size: str | None = "50GB",
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,6 +157,10 @@ class VideoDataModule(pl.LightningDataModule):
         if self.source == "shards":
             self.shard_meta = read_metadata(data_root, storage_options)
             format = self.shard_meta["format"]
+            for split in ("train", "val"):  # a broken index or object stops here, one line
+                if split in self.shard_meta.get("splits", {}):
+                    check_stream(split_dir(data_root, split), storage_options, cache_dir,
+                                 max_cache_size)  # fmt: skip
         self.data_root: Path | str = (data_root if self.remote else Path(data_root)
                                       if self.shard_meta else require(Path(data_root),
                                                                       "data_root"))  # fmt: skip
@@ -234,6 +242,7 @@ class VideoDataModule(pl.LightningDataModule):
             hp.video_dir,
             hp.video_ext,
             labelled=stage != "predict",  # scored stages need labels; see load_split
+            allow_outside=hp.allow_outside_root,
         )
         if not records:
             where = self.data_root / hp.video_dir if self.format == "folder" else self.data_root

@@ -4,6 +4,6 @@ here."""
 
 from __future__ import annotations
 
-BACKENDS = ("auto", "decord", "pyav")  # auto: chosen per file, see decode.AutoReader
+BACKENDS = ("auto", "decord", "pyav")  # auto: PyAV on every file, see decode.py
 # Container comment of a video written by ``tsf prepare`` (its keyframe interval follows).
 PREPARED_TAG = "lightning_tsf prepared keyint="

@@ -29,6 +29,8 @@ from torch.utils.data import default_collate
 
 from lightning_tsf.data.dataset import VideoSample, decode_error_line, log_failure
 from lightning_tsf.data.decode import VideoDecodeError, make_bytes_reader
+from lightning_tsf.data.shard_format import verify_sample
+from lightning_tsf.data.storage import as_storage_error
 from lightning_tsf.data.transforms import TrainTransform, to_clip
 from lightning_tsf.data.views import ViewSpec, decode_clip, spatial_view, temporal_view
 
@@ -81,6 +83,8 @@ class ShardVideoDataset(StreamingDataset):
         return self.spec.num_views
 
     def _reader(self, sample: dict[str, Any]):
+        if bad := verify_sample(sample):  # changed bytes: a broken video, reported and skipped
+            raise VideoDecodeError(str(sample["id"]), bad)
         return make_bytes_reader(sample["video"], sample["id"], self.spec.backend,
                                  self.spec.decode_short_side)  # fmt: skip
 
@@ -105,15 +109,17 @@ class ShardVideoDataset(StreamingDataset):
         rng = self._item_rng(int(sample["index"]))
         failed: list[str] = []
         while True:
-            reader = self._reader(sample)
+            reader = None
             try:
+                reader = self._reader(sample)
                 frames = decode_clip(reader, self.spec, train=True, rng=rng)
                 return self._sample(sample, 0, len(failed), self.clip_transform(frames, rng))
             except VideoDecodeError as err:
                 log_failure(err)
                 failed.append(str(sample["id"]))
             finally:
-                reader.close()
+                if reader is not None:
+                    reader.close()
             if len(failed) > self.max_decode_retries:
                 raise RuntimeError(
                     f"{len(failed)} unreadable videos in a row (max_decode_retries="
@@ -123,9 +129,10 @@ class ShardVideoDataset(StreamingDataset):
 
     def _eval_item(self, sample: dict) -> list[VideoSample]:
         spec = self.spec
-        reader = self._reader(sample)
+        reader = None
         views: list[VideoSample] = []
         try:
+            reader = self._reader(sample)
             for temporal in range(spec.num_temporal_views):
                 resized = temporal_view(reader, spec, temporal)
                 for spatial in range(spec.num_spatial_crops):
@@ -138,7 +145,8 @@ class ShardVideoDataset(StreamingDataset):
             views = [self._sample(sample, v, 0, zero, decode_error_line(err))
                      for v in range(spec.num_views)]  # fmt: skip
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
         return views
 
 
@@ -185,7 +193,14 @@ class ShardLoader(StreamingDataLoader):
                 else:
                     self.current_epoch = self.trainer_epoch()  # LitData adds 1 as it starts
             self._resumed = self.restore
-        yield from super().__iter__()
+        try:
+            yield from super().__iter__()
+        except Exception as exc:  # a storage fault: one line naming the URL and what to do
+            where = getattr(self.dataset, "input_dir", None)
+            error = as_storage_error(exc, str(getattr(where, "url", None) or where or ""))
+            if error is None:
+                raise
+            raise error from None
 
     def resume_at(self, batches_done: int, saved: dict[str, Any]) -> None:
         """Continue the saved epoch after its first ``batches_done`` batches (the Trainer's
