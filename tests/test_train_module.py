@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_tsf.data.views import ViewAccumulator
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.models import create_model
 from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.train.optim import LRSchedule, build_optimizer, param_groups

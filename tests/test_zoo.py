@@ -170,8 +170,9 @@ def test_zoo_name_in_an_experiment(server: Server, tiny_synthetic: Path, tmp_pat
     monkeypatch.setitem(zoo.ZOO, "tiny", tiny_entry(server))
     net = "--model.net.init_args."
     args = ["--config", str(ROOT / "experiments" / "finetune_official_k400.yaml"),
-            f"--data.data_root={tiny_synthetic}", "--data.format=kinetics", "--data.video_dir=",
-            "--data.num_frames=4", "--data.crop_size=32", "--data.train_scale=[32, 36]",
+            f"--data.data_root={tiny_synthetic}", "--data.format=kinetics",
+            "--data.annotations.video_dir=", "--data.clips.num_frames=4",
+            "--data.clips.crop_size=32", "--data.clips.train_scale=[32, 36]",
             "--data.batch_size=2", "--data.num_workers=0", f"{net}patch_size=8",
             f"{net}embed_dim=64", f"{net}depth=2", f"{net}num_heads=4",
             "--model.pretrained=zoo:tiny", "--trainer.accelerator=cpu", "--trainer.devices=1",

@@ -2,8 +2,12 @@
 
 On top of LightningCLI:
 
-* ``data.num_classes``/``data.class_names`` are linked into the model; ``data.num_frames`` and
-  ``data.crop_size`` into the backbone's ``num_frames``/``img_size``.
+* ``data.num_classes``/``data.class_names`` are linked into the model (read once, by
+  ``VideoDataModule.class_names``, before the model is built); ``data.clips.num_frames`` and
+  ``data.clips.crop_size`` into the backbone's ``num_frames``/``img_size``,
+  ``data.clips.mean``/``std`` into the model's.
+* Earlier flat ``data.*`` keys (``data.num_frames``) in ``--config`` files and on the command
+  line are moved to their groups, one line each naming the new key.
 * Fail fast: unknown keys and wrong types are jsonargparse errors naming the key; a missing data
   path, ``model.pretrained`` or ``--ckpt_path`` file is reported before any model is built.
 * One run folder, ``trainer.default_root_dir``: checkpoints (``<root>/checkpoints`` when the
@@ -37,6 +41,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from lightning_tsf.data.annotations import AnnotationError
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.options import upgrade, upgrade_args
 from lightning_tsf.data.shard_format import ShardError
 from lightning_tsf.data.storage import (
     REDACTED,
@@ -61,6 +66,34 @@ from lightning_tsf.train.quiet import VERBOSE_ENV, quiet_libraries, quiet_logger
 from lightning_tsf.train.runlock import RunLock, RunLockError, is_launching_process
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
+# What reading the data (class names, annotations, shard indexes, storage) may raise.
+DATA_ERRORS = (FileNotFoundError, AnnotationError, ShardError, StorageError)
+
+
+def upgrade_data_keys(args: list[str]) -> list[str]:
+    """Earlier flat ``data.*`` keys moved to their groups (:func:`~lightning_tsf.data.options.
+    upgrade`) on the command line and in ``--config`` YAML files, one stderr line per key."""
+    import yaml
+
+    args, notes = upgrade_args(args)
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag != "--config" or (not eq and i + 1 >= len(args)):
+            continue
+        path = Path(value if eq else args[i + 1])
+        if not path.is_file():
+            continue
+        config = yaml.safe_load(path.read_text())
+        if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+            continue
+        config["data"], moved = upgrade(config["data"])
+        if moved:
+            text = yaml.safe_dump(config, sort_keys=False)
+            args[i : i + (1 if eq else 2)] = [f"--config={text}"] if eq else ["--config", text]
+            notes += [f"{note} (in {path})" for note in moved]
+    for note in notes:
+        print(f"tsf: {note}", file=sys.stderr)
+    return args
 
 
 class ConfigError(Exception):
@@ -139,6 +172,9 @@ class TSFCLI(LightningCLI):
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         self._lock_run = run  # TSFCLI(run=False): the caller runs the Trainer, and locks
         self._run_lock: RunLock | None = None
+        given = list(sys.argv[1:] if args is None else args)
+        upgraded = upgrade_data_keys(given)
+        args = upgraded if args is not None or upgraded != given else None
         try:
             super().__init__(
                 VideoClassifier,
@@ -164,10 +200,10 @@ class TSFCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--verbose", action="store_true",
                             help="show every note of Lightning and W&B (also: TSF_VERBOSE=1)")
-        parser.link_arguments("data.num_frames", "model.net.init_args.num_frames")
-        parser.link_arguments("data.crop_size", "model.net.init_args.img_size")
-        parser.link_arguments("data.mean", "model.mean")
-        parser.link_arguments("data.std", "model.std")
+        parser.link_arguments("data.clips.num_frames", "model.net.init_args.num_frames")
+        parser.link_arguments("data.clips.crop_size", "model.net.init_args.img_size")
+        parser.link_arguments("data.clips.mean", "model.mean")
+        parser.link_arguments("data.clips.std", "model.std")
         parser.link_arguments(
             "data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate"
         )
@@ -184,8 +220,8 @@ class TSFCLI(LightningCLI):
             trainer.precision = resolve_precision(trainer)
         if self.subcommand in ("fit", None):  # None: TSFCLI(run=False), then trainer.fit
             self.plan_batch(cfg)
-        if cfg.data.get("seed") is None and cfg.get("seed_everything") is not None:
-            cfg.data.seed = int(cfg.seed_everything)  # the loader's draws follow the run's seed
+        if cfg.data.loader.get("seed") is None and cfg.get("seed_everything") is not None:
+            cfg.data.loader.seed = int(cfg.seed_everything)  # the loader's draws follow it
         self.keep_secrets(cfg)
         root = trainer.get("default_root_dir")
         if not root:
@@ -261,8 +297,10 @@ class TSFCLI(LightningCLI):
             raise ConfigError(f"ckpt_path: file does not exist: {ckpt}")
 
     def before_fit(self) -> None:
-        """Stop before any process is spawned when the global batch cannot be met; resolve
-        ``--ckpt_path=latest`` (see :func:`~lightning_tsf.train.callbacks.latest_checkpoint`)."""
+        """Stop before any process is spawned when the global batch cannot be met or the
+        annotations cannot be read (one line, exit 2); resolve ``--ckpt_path=latest`` (see
+        :func:`~lightning_tsf.train.callbacks.latest_checkpoint`)."""
+        self._read_data("fit")
         for callback in self.trainer.callbacks:
             if isinstance(callback, GlobalBatchSize):
                 callback.check(self.trainer.world_size, self.datamodule.batch_size,
@@ -336,7 +374,16 @@ class TSFCLI(LightningCLI):
                 print(f"tsf: from the input record: {line}", file=sys.stderr)
             print(f"tsf: evaluating with {self.datamodule.input_config.describe()} (the "
                   "input record of what is evaluated)", file=sys.stderr)  # fmt: skip
-        self.datamodule.setup(self.subcommand)
+        self._read_data(self.subcommand)
+
+    def _read_data(self, stage: str) -> None:
+        """The annotations (or shard indexes) of ``stage`` read now, in the launching process:
+        a missing file or a bad line becomes a one-line :class:`ConfigError`."""
+        if isinstance(self.datamodule, VideoDataModule):
+            try:
+                self.datamodule.setup(stage)
+            except DATA_ERRORS as err:
+                raise ConfigError(str(err)) from err
 
     before_validate = before_test = before_predict = _before_evaluation
 
@@ -353,8 +400,7 @@ class TSFCLI(LightningCLI):
         path or value becomes a one-line :class:`ConfigError`."""
         try:
             super().instantiate_classes()
-        except (FileNotFoundError, CheckpointError, AnnotationError, zoo.ZooError, ShardError,
-                StorageError) as err:  # fmt: skip
+        except (*DATA_ERRORS, CheckpointError, zoo.ZooError) as err:
             raise ConfigError(str(err)) from err
 
 

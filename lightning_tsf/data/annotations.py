@@ -7,7 +7,7 @@ prepared (re-encoded) copy of the dataset under another root.
 Paths stay inside the dataset: every annotated video path and class folder must resolve (``..``
 and symlinks followed) inside the root it is relative to (``data_root``, or ``data_root /
 video_dir``); anything else is an :class:`AnnotationError` naming the file and line, unless the
-caller opts in with ``allow_outside=True`` (``data.allow_outside_root``, ``--allow-outside-root``).
+caller opts in with ``allow_outside=True`` (``data.annotations.allow_outside_root``, ``--allow-outside-root``).
 A shared annotation file then cannot make a run read, train on or copy files elsewhere.
 """
 
@@ -57,7 +57,7 @@ HEADER_LABELS = {"label", "labels", "class", "class_name", "classname", "categor
 
 
 OUTSIDE_HINT = (
-    "fix the entry, or set data.allow_outside_root=true (--allow-outside-root for tsf "
+    "fix the entry, or set data.annotations.allow_outside_root=true (--allow-outside-root for tsf "
     "check-videos/prepare/shard) if files outside the dataset are meant"
 )
 

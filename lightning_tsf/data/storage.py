@@ -6,7 +6,7 @@ credentials, the local cache and the plain-HTTP fix are decided in one place:
 
 - :func:`is_remote`: ``s3://``, ``gs://``, ``azure://`` URLs (only S3 is tested here).
 - :func:`storage_options`: endpoint and region for litdata (boto3 client keywords), from
-  ``data.storage_options`` or the usual AWS variables.
+  ``data.storage.options`` or the usual AWS variables.
 - :func:`check_remote`: one clear :class:`StorageError` before training for a missing bucket,
   rejected credentials or an unreachable endpoint, instead of retries and a traceback later.
 - :func:`output_dir` / :func:`input_dir`: keyword arguments for ``litdata.optimize`` and
@@ -154,7 +154,7 @@ def bucket_of(url: str) -> str:
 def storage_options(url: str | os.PathLike[str], given: Mapping[str, Any] | None = None) -> dict:
     """Connection options for litdata (``storage_options=``) for data at ``url``.
 
-    For ``s3://``: ``given`` (the config's ``data.storage_options``) wins; otherwise the endpoint
+    For ``s3://``: ``given`` (the config's ``data.storage.options``) wins; otherwise the endpoint
     comes from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` and the region from ``AWS_REGION`` or
     ``AWS_DEFAULT_REGION``. Keys are boto3's ``client("s3", ...)`` keywords (``endpoint_url``,
     ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``, ``region_name``),
@@ -174,7 +174,7 @@ def storage_options(url: str | os.PathLike[str], given: Mapping[str, Any] | None
     unknown = sorted(set(options) - S3_OPTION_KEYS)
     if unknown:
         raise StorageError(
-            f"data.storage_options for {url}: unknown key(s) {', '.join(unknown)}; "
+            f"data.storage.options for {url}: unknown key(s) {', '.join(unknown)}; "
             f"use boto3's names: {', '.join(sorted(S3_OPTION_KEYS - {'config', 'verify'}))}"
         )
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -307,7 +307,7 @@ def check_remote(
     except botocore.exceptions.NoCredentialsError:
         raise StorageError(
             f"{where}: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or an AWS profile), or data.storage_options"
+            "(or an AWS profile), or data.storage.options"
         ) from None
     except botocore.exceptions.EndpointConnectionError:
         raise StorageError(
@@ -328,7 +328,7 @@ def check_remote(
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             raise StorageError(
                 f"{where}: access to bucket '{bucket}' denied ({code}); check "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or data.storage_options and the "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or data.storage.options and the "
                 "bucket's permissions"
             ) from None
         raise StorageError(f"{where}: {code or type(exc).__name__}: {exc}") from None

@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.items import VideoBatch, eval_summary
+from lightning_tsf.data.scores import VideoScores, ViewAccumulator
 from lightning_tsf.data.storage import redact
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
 from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
