@@ -7,11 +7,10 @@ objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``feat
 
 Videos are decoded in DataLoader worker processes (``num_workers``, by default every core this
 process may use: :func:`~lightning_tsf.data.loader.inference_workers`), views of consecutive
-videos share forward passes (``batch_size`` views per pass, pinned and run on the GPU when
-there is one), and results come out in the order of the inputs. A video that cannot be
-decoded is not dropped silently: it is listed in the result's ``errors`` with a one-line
-reason (:meth:`Predictor.iter_predict` yields it in its place). ``timeline`` decodes a long
-video in one pass, each frame once.
+videos share forward passes (``batch_size`` views per pass, pinned, on the GPU when there is
+one), results come out in input order. A video that cannot be decoded is not dropped silently:
+it is in the result's ``errors`` with a one-line reason (:meth:`Predictor.iter_predict` yields
+it in its place). ``timeline`` decodes a long video in one pass, each frame once.
 
 Example (``CHECKPOINT``, ``VIDEO`` and ``FOLDER`` stand for your files)::
 

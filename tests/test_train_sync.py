@@ -158,7 +158,7 @@ def test_top_k_accuracy_counts_labels_among_the_k_highest_logits() -> None:
     """A hand-made case, and torchmetrics' micro top-k accuracy on random logits."""
     from torchmetrics.classification import MulticlassAccuracy
 
-    from lightning_tsf.train.module import TopKAccuracy
+    from lightning_tsf.train.metrics import TopKAccuracy
 
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
     label = torch.tensor([1, 2, 0])  # top-1: hit, miss, miss; top-2: hit, hit, miss

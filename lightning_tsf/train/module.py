@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.inputs import InputConfig
@@ -33,34 +33,10 @@ from lightning_tsf.inference import predictions
 from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
 from lightning_tsf.train.compile import CompileMode, compile_timesformer
+from lightning_tsf.train.metrics import TopKAccuracy
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-
-
-class TopKAccuracy(Metric):
-    """Fraction of clips whose label is among the ``k`` highest logits (micro top-k accuracy,
-    as torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")``): two counters on the
-    device, summed over ranks when computed. Its update is one ``topk`` and a comparison,
-    without ``MulticlassAccuracy``'s input checks (which read values back to the host) and
-    one-hot formatting (several milliseconds a step on CPU, ``benchmarks/bench_overhead.py``)."""
-
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-        self.add_state("hits", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, logits: Tensor, label: Tensor) -> None:
-        top = logits.topk(min(self.k, logits.shape[-1]), dim=-1).indices  # (B, k)
-        self.hits += (top == label.unsqueeze(-1)).any(-1).sum()
-        self.total += label.numel()
-
-    def compute(self) -> Tensor:
-        return self.hits.float() / self.total.clamp(min=1)
 
 
 class VideoClassifier(pl.LightningModule):
