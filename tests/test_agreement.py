@@ -11,6 +11,7 @@ never a view option, so each path has to find the views in the checkpoint.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def ssv2_layout(synthetic: Path, root: Path) -> Path:
         for line in (synthetic / f"{split}.csv").read_text().splitlines():
             rel, label = line.split()
             vid = f"{split}{Path(rel).stem}"
-            (root / f"{vid}.mp4").symlink_to(synthetic / rel)
+            shutil.copyfile(synthetic / rel, root / f"{vid}.mp4")  # inside the root
             entries.append({"id": vid, "template": templates[int(label)]})
         (root / name).write_text(json.dumps(entries))
     return root
