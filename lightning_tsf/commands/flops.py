@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lightning_tsf.models import BLOCKS, PRESETS
 from lightning_tsf.models.flops import format_table, macs_table
@@ -17,6 +18,24 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(PRESETS),
     )
     parser.add_argument("--schemes", nargs="+", default=list(BLOCKS), choices=list(BLOCKS))
+    parser.add_argument(
+        "--merge-r",
+        type=int,
+        default=0,
+        help="ToMe: merge R token pairs in every block (count the tokens kept)",
+    )
+    parser.add_argument(
+        "--tube-drop",
+        type=float,
+        default=0.0,
+        help="count a training forward with this fraction of positions dropped",
+    )
     args = parser.parse_args(argv)
-    print(format_table(macs_table(args.variants, args.schemes)))
+    tokens = {"merge_r": args.merge_r, "tube_drop": args.tube_drop}
+    try:
+        rows = macs_table(args.variants, args.schemes, tokens)
+    except ValueError as err:  # a switch the scheme refuses, or a bad value
+        print(f"tsf flops: error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(rows))
     return 0

@@ -49,6 +49,9 @@ class InputConfig:
     class_names: tuple[str, ...] = ()
     scheme: str | None = None  # the backbone's attention_type
     preset: str | None = None  # presets.PRESETS name of the backbone's sizes, when one
+    # the token switches the model was trained with (models.tokens.TokenConfig, those on):
+    # ``{"tube_drop": 0.5}``; stored as sorted (name, value) pairs, saved as a dict
+    tokens: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -64,6 +67,8 @@ class InputConfig:
         object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
         object.__setattr__(self, "std", tuple(float(x) for x in self.std))
         object.__setattr__(self, "class_names", tuple(str(x) for x in self.class_names))
+        items = self.tokens.items() if isinstance(self.tokens, Mapping) else self.tokens
+        object.__setattr__(self, "tokens", tuple(sorted((str(k), v) for k, v in items if v)))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -132,6 +137,7 @@ class InputConfig:
         out = asdict(self)
         for name in ("mean", "std", "class_names"):
             out[name] = list(out[name])
+        out["tokens"] = dict(self.tokens)
         return out
 
     @classmethod

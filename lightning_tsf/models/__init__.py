@@ -8,6 +8,7 @@ from lightning_tsf.models.checkpoint import (
 )
 from lightning_tsf.models.presets import PRESETS, create_model
 from lightning_tsf.models.timesformer import BLOCKS, TimeSformer
+from lightning_tsf.models.tokens import TokenConfig
 
 __all__ = [
     "BLOCKS",
@@ -15,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "TimeSformer",
+    "TokenConfig",
     "convert_hf_state_dict",
     "create_model",
     "load_checkpoint",

@@ -181,7 +181,8 @@ class VideoClassifier(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.input_config is None and isinstance(datamodule, VideoDataModule):
             self.input_config = replace(datamodule.input_config, scheme=self.net.attention_type,
-                                        preset=preset_of(self.net))  # fmt: skip
+                                        preset=preset_of(self.net),
+                                        tokens=self.net.tokens.to_dict())  # fmt: skip
 
     def configure_model(self) -> None:
         """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
