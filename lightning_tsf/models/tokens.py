@@ -185,19 +185,34 @@ class TokenState:
         return size.log()[:, None, None, :]
 
     def merge(self, x: Tensor, keys: Tensor) -> tuple[Tensor, TokenState]:
-        """ToMe's merge after the block's attention; ``keys`` from its last attention step."""
+        """ToMe's merge after the block's attention; ``keys`` from its last attention step.
+        Padding (size 0) takes no part in a match and stays behind the real tokens, so a clip
+        merges as it would alone."""
         if self.scheme != "divided_space_time":  # every token; cls protected
             size = self.size if self.size is not None else torch.ones_like(x[..., 0])
             r = min(self.r, (x.shape[1] - 1) // 2)
-            x, size = merge_wavg(x, size, *bipartite_soft_matching(keys, r, protect_first=True))
+            match = bipartite_soft_matching(keys, r, True, self._valid(size))
+            x, size = _padding_last(*merge_wavg(x, size, *match), self.size is not None)
             return x, replace(self, size=size)
         b, d, t = x.shape[0], x.shape[2], self.t
         tubes = x[:, 1:].reshape(b, -1, t * d)  # (B, L, T*D): (n t) order, one row per tube
         metric = rearrange(keys[:, 1:], "(b t) n c -> b n (t c)", t=t)  # the whole tube's keys
         size = self.size if self.size is not None else torch.ones_like(tubes[..., 0])
         r = min(self.r, tubes.shape[1] // 2)
-        tubes, size = merge_wavg(tubes, size, *bipartite_soft_matching(metric, r, False))
+        match = bipartite_soft_matching(metric, r, False, self._valid(size))
+        tubes, size = _padding_last(*merge_wavg(tubes, size, *match), self.size is not None)
         return torch.cat((x[:, :1], tubes.view(b, -1, d)), dim=1), replace(self, size=size)
+
+    def _valid(self, size: Tensor) -> Tensor | None:
+        return size > 0 if self.size is not None else None
+
+
+def _padding_last(x: Tensor, size: Tensor, padded: bool) -> tuple[Tensor, Tensor]:
+    """Tokens of size 0 moved behind the others, the order of the others kept."""
+    if not padded:
+        return x, size
+    order = torch.argsort((size == 0).to(torch.int8), dim=1, stable=True)
+    return x.gather(1, order[..., None].expand_as(x)), size.gather(1, order)
 
 
 def reduce_input(
@@ -234,17 +249,22 @@ def reduce_input(
 
 # ------------------------------------------------------------------------ ToMe
 def bipartite_soft_matching(
-    metric: Tensor, r: int, protect_first: bool
+    metric: Tensor, r: int, protect_first: bool, valid: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """ToMe's bipartite soft matching on ``metric`` ``(B, L, C)``: tokens alternate into sets
     A (even indices) and B (odd); each A token's most similar B token (cosine) is its edge; the
     ``r`` A tokens with the most similar edges merge into their B tokens. Returns indices into
     A of the unmerged ``(B, |A|-r)`` and merged ``(B, r)`` tokens, and into B of the merged
-    ones' destinations ``(B, r)``. ``protect_first``: token 0 (cls) never merges."""
+    ones' destinations ``(B, r)``. ``protect_first``: token 0 (cls) never merges.
+    ``valid`` ``(B, L)``: False marks padding, which no token merges into and which merges
+    only after every real token (into anything: it weighs nothing)."""
     with torch.no_grad():
         metric = metric / metric.norm(dim=-1, keepdim=True)
         a, b = metric[:, ::2], metric[:, 1::2]
         scores = a @ b.transpose(-1, -2)  # (B, |A|, |B|)
+        if valid is not None:  # below any cosine (>= -1), above cls's -inf
+            scores = scores.masked_fill(~valid[:, None, 1::2], -1e4)
+            scores = scores.masked_fill(~valid[:, ::2, None], -2e4)
         if protect_first:
             scores[:, 0, :] = -torch.inf
         node_max, node_idx = scores.max(dim=-1)
