@@ -234,3 +234,42 @@ def test_input_record_names_the_switches() -> None:
     assert InputConfig.from_dict(record.to_dict()) == record
     assert InputConfig.from_dict({k: v for k, v in record.to_dict().items()
                                   if k != "tokens"}).tokens == ()  # fmt: skip
+
+
+def test_trained_switches_recorded_and_taken_by_every_command(
+    tiny_overrides, tiny_synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The demo config with tube dropping in the YAML's model: the checkpoint's input record
+    names it; ``tsf test`` with ``merge_r``, the Predictor and ``tsf predict-files`` take the
+    checkpoint's switches by default and options over them; export and flops refuse in one
+    line what they cannot do."""
+    from lightning_tsf.cli import main as tsf
+    from lightning_tsf.commands.lightning import cli_main
+    from lightning_tsf.predictor import Predictor
+
+    run = tmp_path / "run"
+    demo = Path(__file__).parents[1] / "lightning_tsf" / "configs" / "demo_synthetic.yaml"
+    args = ["--config", str(demo), *tiny_overrides(run), "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2", "--trainer.logger=false", "--trainer.callbacks=[]",
+            "--model.net.init_args.tokens.tube_drop=0.5"]  # fmt: skip
+    assert cli_main(["fit", *args]) == 0
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["input_config"]["tokens"] == {"tube_drop": 0.5}
+    merged = [*args, "--model.net.init_args.tokens.merge_r=2", f"--ckpt_path={ckpt}"]
+    assert cli_main(["test", *merged]) == 0
+    predictor = Predictor.from_checkpoint(ckpt, "cpu", tokens={"merge_r": 1}, num_workers=0)
+    assert predictor.model.tokens == TokenConfig(merge_r=1, tube_drop=0.5)
+    assert Predictor.from_checkpoint(ckpt, "cpu").model.tokens == TokenConfig(tube_drop=0.5)
+    video = str(next((tiny_synthetic / "videos" / "test").glob("*.mp4")))
+    capsys.readouterr()
+    rc = tsf(["predict-files", video, "--checkpoint", str(ckpt), "--static-drop", "0.05",
+              "--merge-r", "1", "--num-workers", "0", "--no-progress"])  # fmt: skip
+    assert rc == 0 and "move_" in capsys.readouterr().out
+    assert tsf(["export", str(ckpt), "--out", str(tmp_path / "m.pt2"),
+                "--format", "torch-export", "--merge-r", "1"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "cannot export with token switches on (merge_r=1)" in err and err.count("\n") == 1
+    assert tsf(["flops", "--variants", "timesformer_tiny", "--schemes", "axial",
+                "--tube-drop", "0.5"]) == 2  # fmt: skip
+    assert "does not apply to axial" in capsys.readouterr().err
