@@ -191,6 +191,8 @@ class TokenState:
         if self.scheme != "divided_space_time":  # every token; cls protected
             size = self.size if self.size is not None else torch.ones_like(x[..., 0])
             r = min(self.r, (x.shape[1] - 1) // 2)
+            if r <= 0:  # too few tokens left to merge
+                return x, self
             match = bipartite_soft_matching(keys, r, True, self._valid(size))
             x, size = _padding_last(*merge_wavg(x, size, *match), self.size is not None)
             return x, replace(self, size=size)
@@ -199,6 +201,8 @@ class TokenState:
         metric = rearrange(keys[:, 1:], "(b t) n c -> b n (t c)", t=t)  # the whole tube's keys
         size = self.size if self.size is not None else torch.ones_like(tubes[..., 0])
         r = min(self.r, tubes.shape[1] // 2)
+        if r <= 0:
+            return x, self
         match = bipartite_soft_matching(metric, r, False, self._valid(size))
         tubes, size = _padding_last(*merge_wavg(tubes, size, *match), self.size is not None)
         return torch.cat((x[:, :1], tubes.view(b, -1, d)), dim=1), replace(self, size=size)
