@@ -128,8 +128,7 @@ class TimeSformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def set_tokens(self, tokens: TokenConfig | dict | None) -> None:
-        """Set the token switches (e.g. at inference); refused when the scheme cannot take
-        one (``ValueError``)."""
+        """Set the token switches; one the scheme cannot take is a ``ValueError``."""
         config = TokenConfig.coerce(tokens)
         token_switches.check_support(self.attention_type, config)
         self.tokens = config
@@ -189,18 +188,18 @@ class TimeSformer(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def forward_tokens(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[AttnMaps]]:
         """All blocks; returns the un-normalised tokens (space-only: frames averaged) and, if
-        asked, each block's attention maps ``{step: (batch, heads, L, L)}``. With a token
-        switch on, the tokens are those kept (see :mod:`lightning_tsf.models.tokens`)."""
+        asked, each block's attention maps ``{step: (batch, heads, L, L)}`` (of every token:
+        tube dropping is skipped, the other switches refused). With a token switch on, the
+        tokens are those kept (see :mod:`lightning_tsf.models.tokens`)."""
         video = x
         x, grid = self.embed(x)
         state: TokenState | None = None
-        if self.tokens.on:
-            if return_attn:
-                raise ValueError(f"attention maps need every token: switch the token switches "
-                                 f"off ({self.tokens.describe()})")  # fmt: skip
-            x, state = token_switches.reduce_input(
-                self.tokens, self.attention_type, video, x, grid.t, self.patch_size, self.training
-            )
+        if return_attn and (self.tokens.static_drop or self.tokens.merge_r):
+            raise ValueError(f"attention maps need every token: switch the token switches "
+                             f"off ({self.tokens.describe()})")  # fmt: skip
+        if self.tokens.on and not return_attn:
+            args = (self.tokens, self.attention_type, video, x, grid.t, self.patch_size)
+            x, state = token_switches.reduce_input(*args, self.training)
         all_maps: list[AttnMaps] = []
         ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for blk in self.blocks:
