@@ -273,3 +273,4 @@ def test_trained_switches_recorded_and_taken_by_every_command(
     assert tsf(["flops", "--variants", "timesformer_tiny", "--schemes", "axial",
                 "--tube-drop", "0.5"]) == 2  # fmt: skip
     assert "does not apply to axial" in capsys.readouterr().err
+
