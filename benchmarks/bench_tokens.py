@@ -67,7 +67,7 @@ def train_runs(args: argparse.Namespace) -> dict[tuple[str, int], dict]:
     for seed in args.seeds:
         for name, overrides in variants.items():
             run = Path(args.out) / "train" / f"{name.replace(' ', '_')}_seed{seed}"
-            done = run.with_suffix(".json")
+            done = run.parent / f"{run.name}.json"
             if done.is_file():
                 results[name, seed] = json.loads(done.read_text())
                 continue
@@ -309,6 +309,16 @@ def tables(speed: list[dict], acc: list[dict], real: list[dict], args) -> tuple[
     return "\n".join(lines) + "\n", summary_line(speed, acc, variants)
 
 
+def measure_speed(checkpoint: str, clips: torch.Tensor, args: argparse.Namespace) -> list[dict]:
+    """The demo's trained model and ``timesformer_small`` (the clips resized to 8x112)."""
+    print(f"[bench_tokens] {len(clips)} test views; speed ...", flush=True)
+    rows = speed_rows("demo divided 4x32", lambda sw: load(checkpoint, sw), clips, args)
+    small = torch.nn.functional.interpolate(clips[:32], size=(8, 112, 112), mode="trilinear")
+    rows += speed_rows("timesformer_small divided 8x112", lambda sw: create_model(
+        "timesformer_small", num_classes=4, tokens=sw).eval(), small, args)  # fmt: skip
+    return rows
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_tokens")
@@ -340,6 +350,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="use the finished training runs only (no new ones)",
     )
+    parser.add_argument("--speed-only", action="store_true", help="only the speed part")
+    parser.add_argument(
+        "--reuse-speed",
+        action="store_true",
+        help="take the speed part from <out>/speed.json when there",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as the demo")
     args = parser.parse_args(argv)
@@ -360,16 +376,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_only:
         return 0
     views = test_views(trained["off", args.seeds[0]]["checkpoint"], args.root)
-    print(f"[bench_tokens] {len(views[0])} test views; speed ...", flush=True)
-    speed = speed_rows(
-        "demo divided 4x32",
-        lambda sw: load(trained["off", args.seeds[0]]["checkpoint"], sw),
-        views[0],
-        args,
-    )
-    small = torch.nn.functional.interpolate(views[0][:32], size=(8, 112, 112), mode="trilinear")
-    speed += speed_rows("timesformer_small divided 8x112", lambda sw: create_model(
-        "timesformer_small", num_classes=4, tokens=sw).eval(), small, args)  # fmt: skip
+    speed_file = out / "speed.json"
+    if args.reuse_speed and speed_file.is_file():
+        speed = json.loads(speed_file.read_text())
+    else:
+        speed = measure_speed(trained["off", args.seeds[0]]["checkpoint"], views[0], args)
+        out.mkdir(parents=True, exist_ok=True)
+        speed_file.write_text(json.dumps(speed, indent=1))
+    if args.speed_only:
+        print("\n".join(speed_table(speed)))
+        return 0
     print("[bench_tokens] accuracy ...", flush=True)
     acc = accuracy_rows(trained, views)
     try:
