@@ -253,7 +253,7 @@ class VideoDataModule(pl.LightningDataModule):
         if self.class_names and len(self.class_names) == len(config.class_names):
             config = replace(config, class_names=tuple(self.class_names))
         notes = [f"data.{d}" for d in self.input_config.differences(config)
-                 if not d.startswith(("scheme", "preset", "one_crop"))]  # fmt: skip
+                 if not d.startswith(("scheme", "preset", "one_crop", "tokens"))]  # fmt: skip
         self.input_config = config
         self.view_spec = config.view_spec(self.view_spec.backend, hp.decode_short_side)
         for stage in ("val", "test", "predict"):
