@@ -188,15 +188,12 @@ class TimeSformer(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def forward_tokens(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[AttnMaps]]:
         """All blocks; returns the un-normalised tokens (space-only: frames averaged) and, if
-        asked, each block's attention maps ``{step: (batch, heads, L, L)}`` (of every token:
-        tube dropping is skipped, the other switches refused). With a token switch on, the
-        tokens are those kept (see :mod:`lightning_tsf.models.tokens`)."""
+        asked, each block's attention maps ``{step: (batch, heads, L, L)}``: of every token,
+        so with the token switches off (rollout needs the whole grid). Otherwise, with a token
+        switch on, the tokens are those kept (see :mod:`lightning_tsf.models.tokens`)."""
         video = x
         x, grid = self.embed(x)
         state: TokenState | None = None
-        if return_attn and (self.tokens.static_drop or self.tokens.merge_r):
-            raise ValueError(f"attention maps need every token: switch the token switches "
-                             f"off ({self.tokens.describe()})")  # fmt: skip
         if self.tokens.on and not return_attn:
             args = (self.tokens, self.attention_type, video, x, grid.t, self.patch_size)
             x, state = token_switches.reduce_input(*args, self.training)
