@@ -160,6 +160,14 @@ def test_divided_merges_whole_tubes() -> None:
     assert seen == [1 + 13 * 4, 1 + 10 * 4]
 
 
+def test_attention_maps_are_drawn_from_every_token() -> None:
+    model, x = tiny("joint_space_time", tokens={"static_drop": 0.5, "merge_r": 2}), half_static()
+    with torch.no_grad():
+        logits, maps = model.forward_with_attention(x)
+        model.set_tokens(None)
+        assert (logits - model(x)).abs().max() < 1e-5 and maps[0]["attn"].shape[-1] == 65
+
+
 @pytest.mark.parametrize("scheme", GRID_SCHEMES)
 def test_tube_dropping_in_training_only(scheme: str) -> None:
     model = tiny(scheme, tokens={"tube_drop": 0.5})
