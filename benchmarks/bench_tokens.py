@@ -146,19 +146,21 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def speed_rows(name: str, base, clips: torch.Tensor, args: argparse.Namespace) -> list[dict]:
+def speed_rows(
+    name: str, base, clips: torch.Tensor, args: argparse.Namespace, batches: tuple[int, int]
+) -> list[dict]:
     """For model ``base`` (a factory: switches -> model), every setting timed once per round,
     ``--repeats`` rounds, interleaved: inference of a batch of clips and one SGD training step
-    (batch 16); medians; ratios to the switch off of the same run."""
+    (``batches``: inference, training); medians; ratios to the switch off of the same run."""
     settings = {"off": {}, **INFERENCE_FOR[name], **TRAIN_ONLY}
     models = {k: base(v) for k, v in settings.items()}
-    batch, labels = clips[:32], torch.zeros(16, dtype=torch.long)
+    batch, labels = clips[: batches[0]], torch.zeros(batches[1], dtype=torch.long)
     infer, step = {k: [] for k in settings}, {k: [] for k in settings}
     opt = {k: torch.optim.SGD(m.parameters(), lr=1e-6) for k, m in models.items()}
 
     def train(k: str) -> None:
         m = models[k].train()
-        loss = torch.nn.functional.cross_entropy(m(clips[:16]), labels)
+        loss = torch.nn.functional.cross_entropy(m(clips[: len(labels)]), labels)
         opt[k].zero_grad()
         loss.backward()
         opt[k].step()
@@ -177,7 +179,7 @@ def speed_rows(name: str, base, clips: torch.Tensor, args: argparse.Namespace) -
     for k in settings:
         inf, stp = statistics.median(infer[k]), statistics.median(step[k])
         rows.append({"model": name, "setting": k, "kept": kept_percent(
-            models[k] if k not in TRAIN_ONLY else models[k].train(), clips[:16]),
+            models[k] if k not in TRAIN_ONLY else models[k].train(), clips[:8]),
             "clips_s": len(batch) / inf, "infer_x": off_inf / inf,
             "step_ms": 1e3 * stp, "step_x": off_step / stp})  # fmt: skip
         models[k].eval()
@@ -312,10 +314,10 @@ def tables(speed: list[dict], acc: list[dict], real: list[dict], args) -> tuple[
 def measure_speed(checkpoint: str, clips: torch.Tensor, args: argparse.Namespace) -> list[dict]:
     """The demo's trained model and ``timesformer_small`` (the clips resized to 8x112)."""
     print(f"[bench_tokens] {len(clips)} test views; speed ...", flush=True)
-    rows = speed_rows("demo divided 4x32", lambda sw: load(checkpoint, sw), clips, args)
+    rows = speed_rows("demo divided 4x32", lambda sw: load(checkpoint, sw), clips, args, (32, 16))
     small = torch.nn.functional.interpolate(clips[:32], size=(8, 112, 112), mode="trilinear")
     rows += speed_rows("timesformer_small divided 8x112", lambda sw: create_model(
-        "timesformer_small", num_classes=4, tokens=sw).eval(), small, args)  # fmt: skip
+        "timesformer_small", num_classes=4, tokens=sw).eval(), small, args, (8, 4))  # fmt: skip
     return rows
 
 
