@@ -21,7 +21,6 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_tsf.models import tokens as token_switches
 from lightning_tsf.models.blocks import BLOCKS, Block
 from lightning_tsf.models.layers import (
     Attention,
@@ -31,7 +30,7 @@ from lightning_tsf.models.layers import (
     Mlp,
     PatchEmbed,
 )
-from lightning_tsf.models.tokens import TokenConfig, TokenState
+from lightning_tsf.models.tokens import TokenConfig, TokenState, check_support, reduce_input
 
 __all__ = ["BLOCKS", "Attention", "AttnMaps", "Block", "DropPath", "Grid", "Mlp", "PatchEmbed",
            "TimeSformer", "TokenConfig"]  # fmt: skip
@@ -130,7 +129,7 @@ class TimeSformer(nn.Module):
     def set_tokens(self, tokens: TokenConfig | dict | None) -> None:
         """Set the token switches; one the scheme cannot take is a ``ValueError``."""
         config = TokenConfig.coerce(tokens)
-        token_switches.check_support(self.attention_type, config)
+        check_support(self.attention_type, config)
         self.tokens = config
 
     # -- input checks and embeddings ------------------------------------------------------
@@ -196,7 +195,7 @@ class TimeSformer(nn.Module):
         state: TokenState | None = None
         if self.tokens.on and not return_attn:
             args = (self.tokens, self.attention_type, video, x, grid.t, self.patch_size)
-            x, state = token_switches.reduce_input(*args, self.training)
+            x, state = reduce_input(*args, self.training)
         all_maps: list[AttnMaps] = []
         ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for blk in self.blocks:
