@@ -282,3 +282,21 @@ def test_trained_switches_recorded_and_taken_by_every_command(
                 "--tube-drop", "0.5"]) == 2  # fmt: skip
     assert "does not apply to axial" in capsys.readouterr().err
 
+
+
+def test_compile_whole_graph_with_merging() -> None:
+    """``compile: true`` with ``merge_r``: one graph (dynamo's counting backend, no code
+    generation), equal to eager. (``tube_drop`` compiles alike; ``static_drop`` breaks the graph
+    at its data-dependent count, docs/model.md.)"""
+    from torch._dynamo.testing import CompileCounter
+
+    from lightning_tsf.train.compile import compile_timesformer, compiled_path
+
+    torch._dynamo.reset()
+    model, x = tiny("divided_space_time", tokens={"merge_r": 2}), video()
+    eager = model(x)
+    counter = CompileCounter()
+    compile_timesformer(model, backend=counter, fullgraph=True)
+    assert torch.equal(model(x), eager)
+    assert compiled_path(model) == "whole" and counter.frame_count == 1
+    torch._dynamo.reset()
