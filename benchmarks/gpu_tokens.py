@@ -145,14 +145,26 @@ def write(out: Path, rows: list[dict], device: torch.device, dtype) -> None:
              "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         if "ms" not in r:
-            lines.append(f"| {r['setting']} | {r['mode']} | {r['impl']} | {r.get('error')} "
-                         "|  |  |  |")
+            lines.append(
+                f"| {r['setting']} | {r['mode']} | {r['impl']} | {r.get('error')} |  |  |  |"
+            )
             continue
         ref = off.get((r["impl"], r["mode"]))
         r["x_off"] = ref / r["ms"] if ref else None
         ratio = f"{r['x_off']:.2f}" if ref else "-"
-        lines.append(f"| {r['setting']} | {r['mode']} | {r['impl']} | {r['kept']:.0f}% | "
-                     f"{r['clips_per_s']:.1f} | {r['ms']:.1f} | {ratio} |")
+        lines.append(
+            f"| {r['setting']} | {r['mode']} | {r['impl']} | {r['kept']:.0f}% | "
+            f"{r['clips_per_s']:.1f} | {r['ms']:.1f} | {ratio} |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokens.json").write_text(json.dumps(rows, indent=1))
     (out / "tokens.md").write_text("\n".join(lines) + "\n")
+
+
+def main(args, device: torch.device, began: float) -> int:
+    """``bench_gpu.py --tokens``: the rows, then the table."""
+    dtype = torch.bfloat16 if device.type == "cuda" else None
+    token_rows(args, device, dtype, Path(args.out))
+    print((Path(args.out) / "tokens.md").read_text())
+    print(f"total {time.perf_counter() - began:.0f} s")
+    return 0

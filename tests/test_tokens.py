@@ -283,7 +283,6 @@ def test_trained_switches_recorded_and_taken_by_every_command(
     assert "does not apply to axial" in capsys.readouterr().err
 
 
-
 def test_compile_whole_graph_with_merging() -> None:
     """``compile: true`` with ``merge_r``: one graph (dynamo's counting backend, no code
     generation), equal to eager. (``tube_drop`` compiles alike; ``static_drop`` breaks the graph
