@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightning_tsf.data.clips import clip_views
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.encode import VideoWriter, write_video
 from lightning_tsf.data.prepare import reencode_video
 from lightning_tsf.data.sampling import sliding_windows
-from lightning_tsf.data.views import clip_views
 from lightning_tsf.models import TimeSformer
 from lightning_tsf.predictor import Predictor, _softmax
 

@@ -21,7 +21,8 @@ from torch import Tensor
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, read_kinetics_csv
 from lightning_tsf.data.dataset import VideoBatch, decode_error_line
 from lightning_tsf.data.decode import VideoDecodeError
-from lightning_tsf.data.inputs import InputConfig, official_input_config, resolve_input_config
+from lightning_tsf.data.inputs import InputConfig, official_input_config
+from lightning_tsf.data.options import record_from_hparams
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import VideoScores, ViewAccumulator, ViewSpec, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint, zoo
@@ -36,7 +37,6 @@ from lightning_tsf.models.presets import preset_of
 from lightning_tsf.models.tokens import TokenConfig
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
-_DATA_ARGS = set(inspect.signature(resolve_input_config).parameters)
 
 
 @dataclass
@@ -122,11 +122,7 @@ def read_input_config(
     names = obj.get("hyper_parameters", {}).get("class_names") or []
     data_hp = obj.get("datamodule_hyper_parameters")
     if isinstance(data_hp, Mapping) and data_hp:
-        kwargs = {k: v for k, v in data_hp.items() if k in _DATA_ARGS and v is not None}
-        kwargs.setdefault("format", "kinetics")  # the DataModule's default
-        return resolve_input_config(
-            **{**kwargs, "class_names": names, "scheme": scheme, "preset": preset}
-        )
+        return record_from_hparams(data_hp, names, scheme=scheme, preset=preset)
     for entry in zoo.ZOO.values():
         if entry.file == name:
             return entry.input_config

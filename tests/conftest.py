@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,14 +172,14 @@ def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
     return [
         f"--data.data_root={root}",
         "--data.format=kinetics",
-        "--data.video_dir=",
-        "--data.num_frames=4",
-        "--data.sampling_rate=4",
-        "--data.crop_size=32",
-        "--data.train_scale=[32, 36]",
+        "--data.annotations.video_dir=",
+        "--data.clips.num_frames=4",
+        "--data.clips.sampling_rate=4",
+        "--data.clips.crop_size=32",
+        "--data.clips.train_scale=[32, 36]",
         "--data.batch_size=2",
         "--data.num_workers=0",
-        "--data.pin_memory=false",
+        "--data.loader.pin_memory=false",
         f"{net}patch_size=8",
         f"{net}embed_dim=16",
         f"{net}depth=1",
@@ -213,3 +214,13 @@ def tiny_hf_model(num_labels: int):
             if "time_embeddings" in name or "temporal_dense" in name:
                 param.normal_(0, 0.3)
     return hf
+
+
+def data_module(data_root: str | Path, **options: Any):
+    """A ``VideoDataModule`` with its options given by name (``num_frames=4``), put in their
+    groups by the DataModule's own table (:func:`lightning_tsf.data.options.upgrade`)."""
+    from lightning_tsf.data.datamodule import VideoDataModule
+    from lightning_tsf.data.options import upgrade
+
+    grouped, _ = upgrade({"data_root": str(data_root), **options})
+    return VideoDataModule(**grouped)

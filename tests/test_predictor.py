@@ -27,11 +27,11 @@ from PIL import Image
 
 import lightning_tsf.predictor as predictor_module
 from lightning_tsf.cli import main as tsf
+from lightning_tsf.data.clips import clip_views
 from lightning_tsf.data.encode import write_video
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.data.synthetic import render_video
 from lightning_tsf.data.transforms import normalize_video
-from lightning_tsf.data.views import clip_views
 from lightning_tsf.inference import load_views
 
 

@@ -170,7 +170,7 @@ def test_fit_test_predict_wandb_offline(
         str(DEMO),
         *tiny_overrides(run),
         "--trainer.max_epochs=2",
-        "--data.num_spatial_crops=3",
+        "--data.clips.num_spatial_crops=3",
         "--trainer.log_every_n_steps=1",
     ]
     assert cli_main(["fit", *args]) == 0
@@ -220,7 +220,7 @@ def test_test_and_predict_files_agree_per_video(
 
     run = tmp_path / "run"
     args = ["--config", str(DEMO), *tiny_overrides(run), "--trainer.max_epochs=1",
-            "--data.num_spatial_crops=3"]  # fmt: skip
+            "--data.clips.num_spatial_crops=3"]  # fmt: skip
     assert cli_main(["fit", *args]) == 0
     ckpt = run / "checkpoints" / "last.ckpt"
     cli = TSFCLI(args=[*args, f"--trainer.default_root_dir={tmp_path / 'test'}"], run=False)

@@ -32,7 +32,10 @@ def cost(cfg: dict, attention: str) -> tuple[int, float]:
     from lightning_tsf.models.flops import count_flops, count_params
 
     init = dict(cfg["model"]["net"]["init_args"], attention_type=attention)
-    init.update(img_size=cfg["data"]["crop_size"], num_frames=cfg["data"]["num_frames"])
+    from lightning_tsf.data.options import upgrade
+
+    clips = upgrade(cfg["data"])[0].get("clips", {})  # an earlier flat config too
+    init.update(img_size=clips["crop_size"], num_frames=clips["num_frames"])
     with torch.device("meta"):
         model = TimeSformer(num_classes=0, **init)
     return count_params(model), count_flops(model) / 2

@@ -134,7 +134,7 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
     """What the sampled sources are, and what ``tsf prepare`` would change for them."""
     if not probes:
         return []
-    hp = dm.hparams
+    hp = dm.view_spec  # frames, rate, sampler and backend as the loader reads them
     sizes = sorted({f"{p.width}x{p.height} {p.codec}" for p in probes})
     keyints = [p.keyint or 1.0 for p in probes]
     lines = [f"sampled {len(probes)} training videos: {', '.join(sizes)}; keyframe every "
@@ -161,7 +161,8 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
         f"{hp.sampling_rate}; docs/results.md measures ~5x on K400)"
     )
     if hp.backend == "decord":
-        lines.append("--data.backend=auto (or pyav): the reader that seeks in prepared files")
+        lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared "
+                     "files")
     return lines
 
 
@@ -225,11 +226,11 @@ def main(argv: list[str]) -> int:
         return 2 if err.code not in (0, None) else 0
     dm.setup("fit")
     loader = dm.train_dataloader()
-    hp = dm.hparams
+    hp = dm.view_spec
     net = module.net
     params = sum(p.numel() for p in net.parameters())
     print(
-        f"{len(dm.datasets['train'])} training videos under {hp.data_root}, "
+        f"{len(dm.datasets['train'])} training videos under {dm.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
         f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
         f"{params / 1e6:.2f} M parameters"

@@ -14,6 +14,16 @@ from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, 
 from lightning_tsf.data.decode import BACKENDS
 
 
+def add_outside_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-outside-root``: the opt-in to paths outside the dataset (one definition)."""
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept annotated paths (and files) that resolve outside the dataset root (.., "
+        "symlinks); by default each is an error naming file and line",
+    )
+
+
 def check_videos_main(argv: list[str]) -> int:
     """List unreadable videos of a dataset's splits; exit 1 if there are any, 2 if an annotation
     file cannot be read (one line naming file and entry)."""
@@ -39,7 +49,15 @@ def check_videos_main(argv: list[str]) -> int:
     p.add_argument("--full", action="store_true", help="decode every frame (slow)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--output", help="also write 'path<TAB>reason' lines to this file")
+    add_outside_option(p)
+    p.add_argument("--storage-options", type=json.loads, default=None,
+                   help="shards in object storage: JSON of boto3 client keywords; default: "
+                   "the AWS variables")  # fmt: skip
     args = p.parse_args(argv)
+    from lightning_tsf.data.shard_format import is_shard_folder
+
+    if is_shard_folder(args.data_root):
+        return _check_shards(args)
     splits = list(dict.fromkeys(args.splits or DEFAULT_SPLITS[args.format]))
     class_file = args.class_names_file or DEFAULT_CLASS_FILES[args.format]
     try:
@@ -53,6 +71,7 @@ def check_videos_main(argv: list[str]) -> int:
             video_dir=args.video_dir,
             video_ext=args.video_ext,
             labelled=not args.unlabelled,
+            allow_outside=args.allow_outside_root,
         )
         paths = [r.path for split in splits for r in read(split=split)]
     except (OSError, ValueError) as err:  # AnnotationError is a ValueError
@@ -70,6 +89,30 @@ def check_videos_main(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def _check_shards(args: argparse.Namespace) -> int:
+    """check-videos on a ``tsf shard`` output: every sample's checksum verified and its video
+    decoded; ``--splits`` names shard splits (train/val/test)."""
+    from lightning_tsf.data.shard_format import SPLITS, ShardError, check_shards
+    from lightning_tsf.data.storage import StorageError
+
+    try:
+        checked, bad = check_shards(args.data_root, args.storage_options,
+                                    tuple(args.splits or SPLITS), backend=args.backend,
+                                    full=args.full)  # fmt: skip
+    except (StorageError, ShardError, OSError) as err:
+        print(f"tsf check-videos: {err}", file=sys.stderr)
+        return 2
+    lines = [f"{split}/{sample_id}\t{reason}" for split, sample_id, reason in bad]
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+    for line in lines:
+        print(line)
+    print(f"{checked - len(bad)}/{checked} shard samples readable (checksums verified), "
+          f"{len(bad)} unreadable", file=sys.stderr)  # fmt: skip
+    return 1 if bad else 0
+
+
 def prepare_main(argv: list[str]) -> int:
     """Re-encode a dataset into the prepared format (fast random access) in a new root."""
     from lightning_tsf.data.prepare import Encoding, prepare_dataset
@@ -84,6 +127,7 @@ def prepare_main(argv: list[str]) -> int:
     p.add_argument("--preset", default=Encoding.preset, help="x264 speed preset")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--no-progress", action="store_true")
+    add_outside_option(p)
     args = p.parse_args(argv)
     try:
         report = prepare_dataset(
@@ -93,6 +137,7 @@ def prepare_main(argv: list[str]) -> int:
             encoding=Encoding(args.keyint, args.crf, args.preset),
             num_workers=args.workers,
             progress=not args.no_progress,
+            allow_outside=args.allow_outside_root,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"tsf prepare: {err}", file=sys.stderr)
@@ -131,6 +176,7 @@ def shard_main(argv: list[str]) -> int:
                    "default: the AWS variables")  # fmt: skip
     p.add_argument("--staging", help="object storage: local folder the splits are written to "
                    "before upload (default: under the cache)")  # fmt: skip
+    add_outside_option(p)
     args = p.parse_args(argv)
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
     try:
@@ -141,6 +187,7 @@ def shard_main(argv: list[str]) -> int:
             encoding=Encoding(args.keyint, args.crf, args.preset), chunk_bytes=args.chunk_bytes,
             num_workers=args.workers, progress=not args.no_progress,
             storage_options=args.storage_options, staging=args.staging,
+            allow_outside=args.allow_outside_root,
         )  # fmt: skip
     except (OSError, ValueError, ShardError) as err:  # AnnotationError is a ValueError
         print(f"tsf shard: {err}", file=sys.stderr)

@@ -105,8 +105,9 @@ def run_experiment(
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
+    from lightning_tsf.data.clips import clip_frame_indices
+    from lightning_tsf.data.items import view_of
     from lightning_tsf.data.transforms import normalize_video
-    from lightning_tsf.data.views import clip_frame_indices
     from lightning_tsf.viz.heatmap import save_heatmap_grid
     from lightning_tsf.viz.plots import save_tsne
 
@@ -115,19 +116,17 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
     save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
               mean=datamodule.input_config.mean, std=datamodule.input_config.std)  # fmt: skip
     dataset = datamodule.make_dataset("test")
-    firsts: dict[int, int] = {}  # middle view of the first video of each class
-    for i in range(0, len(dataset), dataset.num_views):
-        firsts.setdefault(
-            int(dataset.records[i // dataset.num_views].label), i + dataset.num_views // 2
-        )
-    views = [i for _, i in sorted(firsts.items())]
-    items = [dataset[i] for i in views]
+    firsts: dict[int, int] = {}  # the first video of each class
+    for i, record in enumerate(dataset.records):
+        firsts.setdefault(int(record.label), i)
+    videos_shown = [i for _, i in sorted(firsts.items())]
+    spec = dataset.spec
+    middle = spec.num_views // 2  # the middle view of each
+    items = [view_of(dataset[i], middle) for i in videos_shown]
     clips = torch.stack([it["video"] for it in items])  # uint8
     videos = normalize_video(clips, datamodule.input_config.mean, datamodule.input_config.std)
     frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
-    spec = dataset.spec
-    indices = [clip_frame_indices(it["path"], spec, spec.split(i % dataset.num_views)[0])
-               for it, i in zip(items, views)]  # fmt: skip
+    indices = [clip_frame_indices(it["path"], spec, spec.split(middle)[0]) for it in items]
     heatmaps = save_heatmap_grid(
         net, videos, frames, out / "heatmaps.png", names=[Path(it["path"]).name for it in items],
         labels=[it["label"] for it in items], class_names=datamodule.class_names,

@@ -23,7 +23,8 @@ def _list() -> None:
     print("| name | dataset | frames x size | scheme | top-1 / top-5 (official) | HF hub | file |")
     print("|---|---|---|---|---|---|---|")
     for e in ZOO.values():
-        acc = "" if e.top1 is None else f"{e.top1}" + (f" / {e.top5}" if e.top5 else "")
+        top1, top5 = e.accuracy or (None, None)
+        acc = "" if top1 is None else f"{top1}" + (f" / {top5}" if top5 else "")
         print(f"| {e.name} | {e.dataset} | {e.frames_x_size} | {e.scheme} | {acc} | "
               f"{e.hf or ''} | {e.file} |")  # fmt: skip
     print(

@@ -11,6 +11,7 @@ training starts and saved in every checkpoint.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.items import VideoBatch, eval_summary
+from lightning_tsf.data.scores import VideoScores, ViewAccumulator
+from lightning_tsf.data.storage import redact
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
 from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
@@ -99,9 +101,13 @@ class VideoClassifier(pl.LightningModule):
         std: tuple[float, float, float] = DEFAULT_STD,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # from the CLI ``net`` is its config dict
-        if isinstance(self.hparams.get("net"), nn.Module):  # keep checkpoints weights_only
-            del self.hparams["net"]
+        with warnings.catch_warnings():  # a network built in Python is left out just below
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of")
+            self.save_hyperparameters()  # from the CLI ``net`` is its config dict
+        if isinstance(self.hparams.get("net"), nn.Module):  # a network built in Python:
+            # leave it out of the saved and the logged copy alike (checkpoints stay
+            # weights_only; a logger would otherwise write every weight as YAML text)
+            self.save_hyperparameters(ignore=["net"])
         self.net = net
         if embed_init_std is not None:
             with torch.no_grad():
@@ -149,9 +155,14 @@ class VideoClassifier(pl.LightningModule):
         return report
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Every checkpoint carries the input record (``checkpoint["input_config"]``)."""
+        """Every checkpoint carries the input record (``checkpoint["input_config"]``), and no
+        credential: secret-named hyperparameters (the data's ``storage_options`` keys) are
+        saved as ``***``; a resumed run finds them in its environment."""
         if self.input_config is not None:
             checkpoint["input_config"] = self.input_config.to_dict()
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = redact(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Weights from a checkpoint: ``pretrained`` never over them; the input record as

@@ -26,8 +26,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_tsf.data.clips import clip_frame_indices
+from lightning_tsf.data.items import view_of
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices
 from lightning_tsf.inference import add_batch, outputs_dict
 from lightning_tsf.viz.heatmap import render_heatmaps, save_png
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
@@ -140,9 +142,8 @@ class AttentionHeatmapCallback(_VizCallback):
         dataset = _val_dataset(trainer)
         if not self.active(trainer) or dataset is None:
             return
-        views = getattr(dataset, "num_views", 1)
-        count = min(self.num_videos, len(dataset) // views)
-        items = _dataset_items(dataset, [i * views for i in range(count)])
+        count = min(self.num_videos, len(dataset))
+        items = [view_of(it, 0) for it in _dataset_items(dataset, list(range(count)))]
         items = [it for it in items if bool(it.get("valid", True))]
         if not items:
             return
@@ -239,15 +240,12 @@ class PredictionTableCallback(_VizCallback):
         from lightning_tsf.data.encode import write_video
 
         dataset = _val_dataset(trainer)
-        views = getattr(dataset, "num_views", 1)
         columns = ["video", *rows[0]]
         data = []
         clips = [None] * len(rows)
         if dataset is not None:
-            clips = [
-                it["video"]
-                for it in _dataset_items(dataset, [r["video_index"] * views for r in rows])
-            ]
+            items = _dataset_items(dataset, [r["video_index"] for r in rows])
+            clips = [view_of(it, 0)["video"] for it in items]
         with tempfile.TemporaryDirectory() as tmp:
             for r, clip in zip(rows, clips):
                 video = None
