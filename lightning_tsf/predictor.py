@@ -275,10 +275,8 @@ class Predictor:
         """Load a Lightning ``.ckpt``, an official ``.pyth``, an HF checkpoint or ``zoo:NAME``
         (:func:`~lightning_tsf.inference.load_model`) with the input record saved in it.
         ``views``: ``num_spatial_crops``, ``num_temporal_views``, ``test_short_side`` over
-        the checkpoint's (None: as the checkpoint says). ``tokens``: inference token switches
-        (``{"static_drop": 0.05, "merge_r": 2}``, docs/model.md) over the checkpoint's own."""
-        unknown = set(views) - set(VIEW_OPTIONS)
-        if unknown:
+        the checkpoint's (None: as it says); so do ``tokens``, the token switches (model.md)."""
+        if unknown := set(views) - set(VIEW_OPTIONS):
             raise TypeError(f"unknown view option(s): {', '.join(sorted(unknown))}")
         overrides = {"attention_type": attention_type, "num_frames": num_frames,
                      "img_size": img_size, "tokens": tokens}  # fmt: skip

@@ -73,9 +73,14 @@ SECRET_KEY = re.compile(
 )
 
 
+# Keys that match SECRET_KEY but name no credential: ``tokens``, the backbone's token switches
+# (``model.net.init_args.tokens``: numbers, which a checkpoint must keep to rebuild its model).
+NOT_SECRET = frozenset({"tokens"})
+
+
 def is_secret_key(name: object) -> bool:
     """Whether a config key names a credential (``aws_secret_access_key``, ``*_token``, ...)."""
-    return isinstance(name, str) and bool(SECRET_KEY.search(name))
+    return isinstance(name, str) and name not in NOT_SECRET and bool(SECRET_KEY.search(name))
 
 
 def redact(obj: Any) -> Any:
