@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from lightning_tsf.data.prepare import reencode_video
 from lightning_tsf.data.sampling import sliding_windows
 from lightning_tsf.models import TimeSformer
 from lightning_tsf.predictor import Predictor, _softmax
+from lightning_tsf.timeline import score_windows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_data import cpu_name  # noqa: E402  (the CPU's model name, as lscpu prints it)
@@ -76,7 +78,9 @@ def timeline_reference(pred: Predictor, path: str, window_s: float, stride_s: fl
     try:
         spans = sliding_windows(len(reader), reader.fps, window_s, stride_s, spec.num_frames)
         clips = ((w, clip_views(reader.get_frames(w[2]), spec)) for w in spans)
-        return len(list(pred._stream(clips, _softmax(pred.model))))
+        probs = partial(pred._forward, _softmax(pred.model))
+        per_pass = max(1, pred.batch_size // spec.num_spatial_crops)
+        return len(list(score_windows(clips, lambda v: probs(v.transpose(1, 2)), per_pass)))
     finally:
         reader.close()
 

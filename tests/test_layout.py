@@ -24,9 +24,11 @@ LAYERS = {
     "configs": 0,
     "inference": 1,  # checkpoint -> model -> views -> outputs
     "export": 1,  # checkpoint -> ONNX / torch.export file
+    "results": 1,  # prediction results and their writers (CSV / JSON / JSONL)
     "train": 2,  # VideoClassifier, optimiser recipes, callbacks
     "viz": 2,  # pictures and the dashboard callbacks
     "predictor": 2,  # Predictor: inference + heatmap/timeline pictures for Python users
+    "timeline": 2,  # long videos: windows decoded once, scored, the strip picture
     "commands": 3,
     "cli": 3,
 }

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import data_module
 
 from lightning_tsf.cli import main as tsf
 from lightning_tsf.data.annotations import AnnotationError, load_split
-from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.shards import _rel
 from lightning_tsf.train.runlock import LOCK_NAME, RunLock
 
@@ -102,7 +102,7 @@ def test_no_secret_leaves_the_process(
     import torch
 
     saved = torch.load(ckpt, weights_only=False, map_location="cpu")
-    assert saved["datamodule_hyper_parameters"]["storage_options"]["aws_secret_access_key"] == (
+    assert saved["datamodule_hyper_parameters"]["storage"]["options"]["aws_secret_access_key"] == (
         "***"
     )
     hits = grep_tree(run, needles) + grep_tree(tmp_path / "wandb-home", needles)
@@ -175,7 +175,7 @@ def test_paths_stay_inside_the_dataset(tmp_path: Path, row: str, capsys) -> None
     (root / "videos" / "link.mp4").symlink_to(outside / "x.mp4")  # a symlink out
     where = f"{root / 'train.csv'}:2: "
     with pytest.raises(AnnotationError, match="lies outside the dataset root") as err:
-        VideoDataModule(str(root), num_workers=0)
+        data_module(str(root), num_workers=0).setup("fit")  # annotations are read in setup
     assert str(err.value).startswith(where) and "allow_outside_root" in str(err.value)
     records = load_split("kinetics", root, "train.csv", ["x", "y"], allow_outside=True)
     assert len(records) == 2  # the named opt-in
@@ -222,8 +222,9 @@ def test_checksums_catch_changed_bytes(tiny_shards: Path, tmp_path: Path, capsys
 
     from litdata import StreamingDataset
 
-    assert tsf(["check-videos", str(tiny_shards), "--splits", "val"]) == 0
-    assert "8/8 shard samples readable (checksums verified)" in capsys.readouterr().err
+    check = ["--splits", "val", "--workers", "0", "--no-progress"]
+    assert tsf(["check-videos", str(tiny_shards), *check]) == 0
+    assert "8/8 videos readable, 0 unreadable" in capsys.readouterr().err
     shards = tmp_path / "shards"
     shutil.copytree(tiny_shards, shards)
     first = StreamingDataset(str(shards / "val"))[0]
@@ -235,15 +236,15 @@ def test_checksums_catch_changed_bytes(tiny_shards: Path, tmp_path: Path, capsys
     data[at] ^= 0x01
     data[at + 1] ^= 0x01
     chunk.write_bytes(bytes(data))
-    assert tsf(["check-videos", str(shards), "--splits", "val"]) == 1
+    assert tsf(["check-videos", str(shards), *check]) == 1
     out, err = capsys.readouterr()
-    assert out.startswith(f"val/{first['id']}\tchecksum mismatch") and len(out.splitlines()) == 1
-    assert "7/8 shard samples readable" in err
-    dm = VideoDataModule(str(shards), num_frames=4, sampling_rate=4, crop_size=32,
-                         train_scale=(32, 36), sampler="centred", num_spatial_crops=1,
-                         num_workers=0)  # fmt: skip
-    views = dm.make_dataset("val")[0]
-    assert [v["valid"] for v in views] == [False] and "checksum mismatch" in views[0]["error"]
+    assert out.startswith(f"val\t{first['id']}\tchecksum mismatch") and len(out.splitlines()) == 1
+    assert "7/8 videos readable, 1 unreadable" in err
+    dm = data_module(str(shards), num_frames=4, sampling_rate=4, crop_size=32,
+                     train_scale=(32, 36), sampler="centred", num_spatial_crops=1,
+                     num_workers=0)  # fmt: skip
+    item = dm.dataset("val")[0]  # an evaluation item: the whole video
+    assert item["valid"] is False and "checksum mismatch" in item["error"]
 
 
 def test_training_does_not_import_the_shard_writer() -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import data_module
 
 pytest.importorskip("litdata")
 pytest.importorskip("moto")
@@ -107,7 +108,9 @@ def datamodule(url: str, cache: Path, **kw) -> VideoDataModule:
     options = dict(num_frames=4, sampling_rate=4, crop_size=32, train_scale=(32, 36),
                    batch_size=2, num_workers=0, pin_memory=False, sampler="centred",
                    num_spatial_crops=1, cache_dir=str(cache), max_cache_size="10MB")  # fmt: skip
-    return VideoDataModule(data_root=url, **{**options, **kw})
+    dm = data_module(url, **{**options, **kw})
+    assert dm.source  # the source is picked (and object storage checked) on first use
+    return dm
 
 
 def one_line_error(call: Callable[[], object], *match: str) -> tuple[str, float]:
@@ -156,9 +159,11 @@ def test_faults_before_training_are_one_line(moto: MotoProcess, tiny_shards: Pat
     blocked = tmp_path / "a-file"
     blocked.write_text("in the way")
     one_line_error(lambda: datamodule(url.replace("short", "ok"), blocked / "cache"),
-                   f"chunk cache {blocked / 'cache'}: unusable", "data.cache_dir")  # fmt: skip
+                   f"chunk cache {blocked / 'cache'}: unusable",
+                   "data.storage.cache_dir")  # fmt: skip
     one_line_error(lambda: datamodule(url.replace("short", "ok"), cache, max_cache_size="100"),
-                   "stream's two largest chunks", "raise data.max_cache_size")  # fmt: skip
+                   "stream's two largest chunks",
+                   "raise data.storage.max_cache_size")  # fmt: skip
 
     moto.proc.kill()
     moto.proc.wait()
@@ -224,7 +229,7 @@ def test_fit_stops_in_one_line_and_latest_continues_once_fixed(
     url = upload(moto, tiny_shards, "k400")
     run = tmp_path / "run"
     args = ["fit", "--config", str(SMOKE), f"--data.data_root={url}",
-            f"--data.cache_dir={tmp_path / 'cache'}", "--data.max_cache_size=10MB",
+            f"--data.storage.cache_dir={tmp_path / 'cache'}", "--data.max_cache_size=10MB",
             "--data.num_workers=0", "--data.batch_size=2", "--trainer.limit_train_batches=2",
             "--trainer.limit_val_batches=1", "--model.net.init_args.embed_dim=16",
             "--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false",
@@ -265,5 +270,5 @@ def test_storage_error_mapping() -> None:
                         "object missing (404); run `tsf shard` again")  # fmt: skip
     assert str(as_storage_error(text)).startswith("s3://b/x/chunk-0.bin: object missing")
     full = as_storage_error(OSError(28, "No space left on device"), "s3://b/x")
-    assert "no space left" in str(full) and "data.cache_dir" in str(full)
+    assert "no space left" in str(full) and "data.storage.cache_dir" in str(full)
     assert as_storage_error(ValueError("unrelated")) is None

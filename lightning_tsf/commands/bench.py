@@ -13,6 +13,7 @@ numbers: the decode share of the step, the workers to use, what ``tsf prepare`` 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import warnings
@@ -94,12 +95,13 @@ class Probe:
     prepared: bool
 
 
-def probe_video(path: str, packets: int = 300) -> Probe | None:
-    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable."""
+def probe_video(path: str, packets: int = 300, data: bytes | None = None) -> Probe | None:
+    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable.
+    ``data``: the video's bytes (a shard sample; ``path`` is then its id)."""
     import av
 
     try:
-        with av.open(path) as container:
+        with av.open(io.BytesIO(data) if data is not None else path) as container:
             stream = container.streams.video[0]
             tagged = keyframe_interval(container.metadata)
             keys = seen = 0
@@ -117,6 +119,20 @@ def probe_video(path: str, packets: int = 300) -> Probe | None:
                          int(stream.frames or 0), keyint, tagged is not None)  # fmt: skip
     except Exception:  # unreadable: the loader reports it
         return None
+
+
+def probe_sources(dm: VideoDataModule, count: int = 5) -> list[Probe | None]:
+    """:func:`probe_video` of the first ``count`` training videos: files by their path,
+    shards (local or object storage) from their stream's bytes."""
+    source = dm.source
+    if source.kind == "shards":
+        from lightning_tsf.data.shard_check import first_samples
+
+        storage = source.storage
+        samples = first_samples(source.url, source.splits["train"], count, storage.options,
+                                storage.cache_dir)  # fmt: skip
+        return [probe_video(str(s["id"]), data=bytes(s["video"])) for s in samples]
+    return [probe_video(r.path) for r in dm.records("train")[:count]]
 
 
 def decoded_frames(span: float, num_frames: int, keyint: float, prepared: bool) -> float:
@@ -197,6 +213,22 @@ def _step_device(choice: str) -> str:
     return choice
 
 
+def _step_advice(device: str, net: torch.nn.Module, dm: VideoDataModule, precision: str,
+                 steps: int, rate: LoaderRate) -> list[str]:  # fmt: skip
+    """Time the training step on ``device``, print it, and the advice that compares it with
+    the loader's rate."""
+    from lightning_tsf.train.speed import time_training_step
+
+    dev = torch.device(device)
+    if dev.type == "cpu" and precision in ("16-mixed", "16"):
+        precision = "32-true"
+    step = time_training_step(net, dm.batch_size, precision, dev, steps=steps)
+    note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
+    print(f"training step on {device} ({precision}, batch {dm.batch_size}): "
+          f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}")  # fmt: skip
+    return advice(rate, step, dm.batch_size, "GPU" if dev.type == "cuda" else device)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="tsf bench-data", description=__doc__.splitlines()[0],
@@ -230,7 +262,7 @@ def main(argv: list[str]) -> int:
     net = module.net
     params = sum(p.numel() for p in net.parameters())
     print(
-        f"{len(dm.datasets['train'])} training videos under {dm.data_root}, "
+        f"{dm.num_videos('train')} training videos under {dm.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
         f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
         f"{params / 1e6:.2f} M parameters"
@@ -241,24 +273,12 @@ def main(argv: list[str]) -> int:
         f"({rate.per_worker:.1f} per worker; {rate.clips} clips in {rate.seconds:.1f} s after "
         f"{rate.startup_seconds:.1f} s of start-up)"
     )
-    probes = [p for r in dm.records("train")[:5] if (p := probe_video(r.path)) is not None]
+    probes = [p for p in probe_sources(dm) if p is not None]
     lines = prepare_advice(probes, dm)
     device = _step_device(args.step_device)
     if device != "none":
-        from lightning_tsf.train.speed import time_training_step
-
-        dev = torch.device(device)
-        precision = str(cfg.trainer.precision)
-        if dev.type == "cpu" and precision in ("16-mixed", "16"):
-            precision = "32-true"
-        step = time_training_step(net, dm.batch_size, precision, dev, steps=args.steps)
-        note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
-        print(
-            f"training step on {device} ({precision}, batch {dm.batch_size}): "
-            f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}"
-        )
-        name = "GPU" if dev.type == "cuda" else device
-        lines = advice(rate, step, dm.batch_size, name) + lines
+        lines = _step_advice(device, module.net, dm, str(cfg.trainer.precision), args.steps,
+                             rate) + lines  # fmt: skip
     else:
         print("training step not timed (--step-device none)")
     for line in lines:

@@ -102,12 +102,23 @@ def run_experiment(
     }
 
 
+def first_per_class(batches: Any, view: int) -> list[dict[str, Any]]:
+    """View ``view`` of the first decodable video of each class, in class order, taken from
+    evaluation batches as a loader hands them over (files or shard streams alike)."""
+    firsts: dict[int, dict[str, Any]] = {}
+    for batch in batches:
+        for i, (label, v) in enumerate(zip(batch["label"].tolist(), batch["view_index"].tolist())):
+            if v == view and bool(batch["valid"][i]) and label not in firsts:
+                firsts[label] = {"video": batch["video"][i], "label": label,
+                                 "path": batch["path"][i]}  # fmt: skip
+    return [firsts[label] for label in sorted(firsts)]
+
+
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
-    from lightning_tsf.data.clips import clip_frame_indices
-    from lightning_tsf.data.items import view_of
     from lightning_tsf.data.transforms import normalize_video
+    from lightning_tsf.viz.callbacks import source_frame_indices
     from lightning_tsf.viz.heatmap import save_heatmap_grid
     from lightning_tsf.viz.plots import save_tsne
 
@@ -115,18 +126,14 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
     tsne = out / "tsne.png"
     save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
               mean=datamodule.input_config.mean, std=datamodule.input_config.std)  # fmt: skip
-    dataset = datamodule.make_dataset("test")
-    firsts: dict[int, int] = {}  # the first video of each class
-    for i, record in enumerate(dataset.records):
-        firsts.setdefault(int(record.label), i)
-    videos_shown = [i for _, i in sorted(firsts.items())]
-    spec = dataset.spec
+    spec = datamodule.view_spec
     middle = spec.num_views // 2  # the middle view of each
-    items = [view_of(dataset[i], middle) for i in videos_shown]
+    items = first_per_class(datamodule.test_dataloader(), middle)
     clips = torch.stack([it["video"] for it in items])  # uint8
     videos = normalize_video(clips, datamodule.input_config.mean, datamodule.input_config.std)
     frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
-    indices = [clip_frame_indices(it["path"], spec, spec.split(middle)[0]) for it in items]
+    temporal = spec.split(middle)[0]
+    indices = [source_frame_indices(it["path"], spec, temporal) for it in items]
     heatmaps = save_heatmap_grid(
         net, videos, frames, out / "heatmaps.png", names=[Path(it["path"]).name for it in items],
         labels=[it["label"] for it in items], class_names=datamodule.class_names,
@@ -139,7 +146,8 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tsf demo``."""
     parser = argparse.ArgumentParser(prog="tsf demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="data/synthetic", help="synthetic dataset folder")
+    parser.add_argument("--root", default="data/synthetic",
+                        help="synthetic dataset folder (or its `tsf shard` output)")  # fmt: skip
     parser.add_argument("--out", default="runs/demo", help="run folder")
     parser.add_argument("--config", default=str(config_path()), help="experiment YAML")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training time guard")
@@ -154,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
-    ensure_synthetic(args.root)
+    from lightning_tsf.data.shard_format import is_shard_folder
+
+    if is_shard_folder(args.root):  # a `tsf shard` output (local or s3://): trained on as is
+        print(f"[demo] shards in {args.root}")
+    else:
+        print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
+        ensure_synthetic(args.root)
     guard = time_guard(args.max_minutes)
     res = run_experiment(args.config, args.root, args.out, [guard, *overrides], pictures=True)
     total = time.perf_counter() - start

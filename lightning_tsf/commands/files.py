@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +26,8 @@ from lightning_tsf.data.annotations import read_class_names
 from lightning_tsf.data.inputs import VIEW_OPTIONS
 from lightning_tsf.inference import collect_videos, error_line
 from lightning_tsf.models.checkpoint import CheckpointError
-from lightning_tsf.predictor import Predictor, VideoError, numbered_name, write_predictions
+from lightning_tsf.predictor import Predictor
+from lightning_tsf.results import JsonLines, VideoError, numbered_name, write_predictions
 from lightning_tsf.viz.plots import plot_tsne, tsne_embed
 
 
@@ -117,47 +116,26 @@ def predict_main(argv: list[str]) -> int:
     return _report(result.errors)
 
 
-def read_done(path: Path) -> list[dict]:
-    """The complete JSON lines of a ``.jsonl`` predictions file (a line cut short by a kill is
-    dropped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return [r for r in rows if isinstance(r, dict) and "path" in r]
-
-
 def _predict_lines(predictor: Predictor, args: argparse.Namespace) -> int:
     """``--out X.jsonl``: one JSON line per video (a failed one: ``{"path", "error"}``) in
     input order, written and flushed as each is done, so a killed run loses at most the videos
     in flight; ``--resume`` keeps the complete lines and skips their videos."""
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = read_done(out) if args.resume else []
-    tmp = out.with_name(out.name + ".tmp")  # the kept lines, rewritten whole before appending
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in done))
-    os.replace(tmp, out)
-    if done:
-        print(f"resuming: {len(done)} video(s) already in {out}")
     failed = 0
-    with out.open("a") as f:
-        for item in predictor.iter_predict(args.inputs, args.topk, {r["path"] for r in done}):
+    with JsonLines(args.out, resume=args.resume) as out:
+        if out.done:
+            print(f"resuming: {len(out.done)} video(s) already in {out.path}")
+        skip = {r["path"] for r in out.done}
+        for item in predictor.iter_predict(args.inputs, args.topk, skip):
             if isinstance(item, VideoError):
                 failed += 1
                 print(item.message, file=sys.stderr)
-                row = {"path": item.path, "error": item.message}
             else:
                 print(f"{item.path}: " + "  ".join(f"{c} ({x:.3f})"
                                                    for c, x in zip(item.classes, item.probs)))
-                row = item.to_dict()
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+            out.write(item.to_dict())
     if args.save_heatmap:
         predictor.heatmaps(args.inputs, args.save_heatmap)
-    print(f"wrote {out}")
+    print(f"wrote {out.path}")
     return 1 if failed else 0
 
 

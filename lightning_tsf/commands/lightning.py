@@ -15,7 +15,7 @@ On top of LightningCLI:
   and the resolved ``config.yaml``; the config is also sent to the logger (W&B).
 * ``trainer.precision: null`` picks ``bf16-mixed`` on GPUs that support it (``16-mixed`` on
   others) and ``32-true`` on CPU.
-* Secrets stay in the process: values of secret-named keys (``data.storage_options``'
+* Secrets stay in the process: values of secret-named keys (``data.storage.options``'
   ``aws_secret_access_key``, any ``*token*``, ``*password*``...) are written as ``***`` to
   ``config.yaml``, the loggers (W&B config, ``hparams.yaml``) and checkpoints, the command line
   is never echoed, and one given on it is scrubbed from ``sys.argv`` (W&B records it) with a
@@ -96,7 +96,7 @@ class ConfigError(Exception):
 
 def redact_config(config: Any) -> Any:
     """A copy of a jsonargparse config with every secret-named value ``***`` (nested
-    namespaces, dicts such as ``data.storage_options`` and lists of class configs)."""
+    namespaces, dicts such as ``data.storage.options`` and lists of class configs)."""
     if isinstance(config, list | tuple):
         return type(config)(redact_config(v) for v in config)
     if not hasattr(config, "clone") or not hasattr(config, "keys"):

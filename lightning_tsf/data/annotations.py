@@ -7,7 +7,8 @@ prepared (re-encoded) copy of the dataset under another root.
 Paths stay inside the dataset: every annotated video path and class folder must resolve (``..``
 and symlinks followed) inside the root it is relative to (``data_root``, or ``data_root /
 video_dir``); anything else is an :class:`AnnotationError` naming the file and line, unless the
-caller opts in with ``allow_outside=True`` (``data.annotations.allow_outside_root``, ``--allow-outside-root``).
+caller opts in with ``allow_outside=True`` (``data.annotations.allow_outside_root``,
+``--allow-outside-root``).
 A shared annotation file then cannot make a run read, train on or copy files elsewhere.
 """
 

@@ -104,8 +104,7 @@ def verify_sample(sample: dict[str, Any]) -> str | None:
 def check_sample(sample: dict[str, Any], backend: str = "auto", full: bool = False) -> str | None:
     """Why one shard sample cannot be used (checksum mismatch, or undecodable bytes: first,
     middle and last frames, every frame with ``full``), or None when it is fine."""
-    import numpy as np
-
+    from lightning_tsf.data.check import check_reader
     from lightning_tsf.data.decode import VideoDecodeError, make_bytes_reader
 
     if bad := verify_sample(sample):
@@ -114,47 +113,6 @@ def check_sample(sample: dict[str, Any], backend: str = "auto", full: bool = Fal
         reader = make_bytes_reader(bytes(sample["video"]), str(sample["id"]), backend)
     except VideoDecodeError as err:
         return err.reason
-    try:
-        n = len(reader)
-        if n < 1:
-            return "no frames"
-        indices = np.arange(n) if full else np.unique([0, n // 2, n - 1])
-        for chunk in np.array_split(indices, max(1, len(indices) // 64)):
-            reader.get_frames(chunk)
-    except VideoDecodeError as err:
-        return err.reason
-    finally:
-        reader.close()
-    return None
+    return check_reader(reader, full)
 
 
-def check_shards(
-    url: str | Path,
-    options: dict | None = None,
-    splits: tuple[str, ...] = SPLITS,
-    *,
-    backend: str = "auto",
-    full: bool = False,
-    cache_dir: str | Path | None = None,
-) -> tuple[int, list[tuple[str, str, str]]]:
-    """``tsf check-videos`` on a shard output (a folder or ``s3://`` prefix): every sample of
-    the splits read once, its checksum verified and its video decoded (:func:`check_sample`).
-    Returns ``(samples checked, [(split, id, reason), ...])``. Storage faults are
-    :class:`~.storage.StorageError`\\ s, as in training. Imports litdata."""
-    from litdata import StreamingDataset
-
-    from lightning_tsf.data.storage import input_dir
-
-    meta = read_metadata(url, options)
-    checked, bad = 0, []
-    for split in splits:
-        if split not in meta.get("splits", {}):
-            continue
-        stream = input_dir(split_dir(url, split), options, cache_dir, None)
-        dataset = StreamingDataset(stream.pop("input_dir"), shuffle=False, **stream)
-        for i in range(len(dataset)):
-            sample = dataset[i]
-            checked += 1
-            if reason := check_sample(sample, backend, full):
-                bad.append((split, str(sample["id"]), reason))
-    return checked, bad

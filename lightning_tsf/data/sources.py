@@ -266,8 +266,7 @@ def pick_source(data_root: str, format: str, annotations: AnnotationOptions,
     """The source of ``data_root``, chosen once: shards where ``storage.source`` says so, where
     ``data_root`` holds a ``shards.json`` or is an object-storage URL, else files. An
     object-storage URL is checked here (bucket, credentials, endpoint), the one place."""
-    from lightning_tsf.data.shard_format import is_shard_folder
-    from lightning_tsf.data.shard_format import split_dir
+    from lightning_tsf.data.shard_format import is_shard_folder, split_dir
     from lightning_tsf.data.storage import check_remote, check_stream, is_remote, storage_options
 
     if storage.source not in (None, "files", "shards"):

@@ -253,7 +253,7 @@ def s3_client(
 ) -> tuple[Any, str, str]:
     """The one boto3 S3 client factory: ``(client, bucket, key)`` for ``url``.
 
-    ``options``: the config's ``data.storage_options`` (``resolved``: already
+    ``options``: the config's ``data.storage.options`` (``resolved``: already
     :func:`storage_options`' result). Bounded waits (:func:`request_timeout` to connect and per
     read, two attempts), so a dead endpoint is an error in seconds, not a hang."""
     import boto3
@@ -317,7 +317,7 @@ def check_remote(
     except botocore.exceptions.EndpointConnectionError:
         raise StorageError(
             f"{where}: cannot connect to the endpoint; check AWS_ENDPOINT_URL or "
-            "data.storage_options.endpoint_url and that the server is up"
+            "data.storage.options.endpoint_url and that the server is up"
         ) from None
     except botocore.exceptions.ClientError as exc:
         code = _error_code(exc)
@@ -472,7 +472,7 @@ def parse_size(size: int | str | None) -> int | None:
 def check_cache(cache: Path, need: int, max_cache_size: int | str | None) -> None:
     """The chunk cache folder can be created and written, holds ``need`` more bytes, and
     ``max_cache_size`` is not below it (LitData would evict a chunk as it reads it)."""
-    what = "set data.cache_dir (or LIGHTNING_TSF_CACHE) to a writable folder"
+    what = "set data.storage.cache_dir (or LIGHTNING_TSF_CACHE) to a writable folder"
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache, prefix=".tsf-write-test-"):
@@ -484,7 +484,7 @@ def check_cache(cache: Path, need: int, max_cache_size: int | str | None) -> Non
     if limit is not None and limit < need:
         raise StorageError(f"chunk cache {cache}: max_cache_size {max_cache_size} is below "
                            f"the room of the stream's two largest chunks ({need} bytes); raise "
-                           "data.max_cache_size")  # fmt: skip
+                           "data.storage.max_cache_size")  # fmt: skip
     free = shutil.disk_usage(cache).free
     if free < need:
         raise StorageError(f"chunk cache {cache}: disk full ({free} bytes free, the two "
@@ -551,7 +551,8 @@ def as_storage_error(exc: BaseException, url: str = "") -> StorageError | None:
     where = url or "object storage"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in text:
         return StorageError(f"{where}: no space left on the chunk cache's disk; free space "
-                            "there or set data.cache_dir / data.max_cache_size")  # fmt: skip
+                            "there or set data.storage.cache_dir / "
+                            "data.storage.max_cache_size")  # fmt: skip
     name = type(exc).__name__
     if name == "ChunkWaitTimeoutError" or "Chunk prefetch thread crashed" in text:
         first = text.splitlines()[0][:200] if text else name
@@ -674,8 +675,8 @@ def _make_checked_downloader() -> type:
                 if kind in ("full", "cache"):
                     what = "no space left" if kind == "full" else f"cannot write ({_reason(exc)})"
                     raise StorageError(f"chunk cache {os.path.dirname(local)}: {what}; free "
-                                       "space there or set data.cache_dir / "
-                                       "data.max_cache_size") from None  # fmt: skip
+                                       "space there or set data.storage.cache_dir / "
+                                       "data.storage.max_cache_size") from None  # fmt: skip
                 raise
 
     CheckedS3Downloader.__module__ = __name__
