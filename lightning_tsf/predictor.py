@@ -7,7 +7,8 @@ objects that also turn into rows for JSON/CSV. The ``tsf predict-files``, ``feat
 
 Videos go the dataset path's way: their evaluation views are the items of the evaluation
 dataset ``tsf test`` reads (:func:`eval_items`), decoded by DataLoader worker processes
-(``num_workers``, by default the cores this process may use less one, as training does) in
+(``num_workers``, by default every core this process may use:
+:func:`~lightning_tsf.data.loader.inference_workers`) in
 batches of ``batch_size`` views (views of consecutive videos share a forward pass, pinned and
 run on the GPU when there is one), and each video's view scores are averaged once, by the
 :class:`~lightning_tsf.data.scores.ViewAccumulator` that ``tsf test`` uses. Results come out in
@@ -58,7 +59,7 @@ from lightning_tsf.data.clips import ViewSpec, clip_frame_indices
 from lightning_tsf.data.dataset import VideoDataset
 from lightning_tsf.data.inputs import VIEW_OPTIONS, InputConfig
 from lightning_tsf.data.items import VideoBatch, VideoItem, collate_views, log_failure, view_of
-from lightning_tsf.data.loader import default_num_workers
+from lightning_tsf.data.loader import inference_workers
 from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.data.transforms import normalize_video
 from lightning_tsf.inference import Prediction, clip_frame_tokens, collect_videos, load_model
@@ -97,7 +98,7 @@ class Predictor:
     when available, else ``cpu``. ``batch_size``: views per forward pass (views of several
     videos share one). ``progress``: a tqdm bar over videos; None shows it on a terminal for
     more than a handful, False never. ``num_workers``: decoding processes (None:
-    :func:`~lightning_tsf.data.loader.default_num_workers`; 0 decodes in this process). Any
+    :func:`~lightning_tsf.data.loader.inference_workers`; 0 decodes in this process). Any
     number gives the same results.
     """
 
@@ -115,7 +116,7 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be at least 0, got {num_workers}")
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.num_workers = inference_workers() if num_workers is None else num_workers
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
         self.input_config = input_config

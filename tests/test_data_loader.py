@@ -69,3 +69,17 @@ def test_datamodule_defaults(kinetics_root, monkeypatch: pytest.MonkeyPatch) -> 
     assert loader.num_workers == 2 and loader.prefetch_factor == 4
     assert loader.worker_init_fn is None  # Lightning's seeding: each worker of each rank differs
     assert data_module(str(kinetics_root), num_workers=0).train_dataloader().num_workers == 0
+
+
+def test_inference_workers_take_every_core(monkeypatch) -> None:
+    """Inference's main process needs no core of its own: every usable core decodes (the
+    SLURM task's share under srun), none on a single core."""
+    from lightning_tsf.data import loader
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    assert loader.inference_workers() == 2
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 1)
+    assert loader.inference_workers() == 0
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert loader.inference_workers() == 6

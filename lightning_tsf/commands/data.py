@@ -11,8 +11,9 @@ import time
 from functools import partial
 from pathlib import Path
 
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.data.annotations import DEFAULT_CLASS_FILES, DEFAULT_SPLITS, FORMATS
-from lightning_tsf.data.decode import BACKENDS
+from lightning_tsf.data.names import BACKENDS
 
 
 def add_outside_option(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def check_videos_main(argv: list[str]) -> int:
     """List unreadable videos of a dataset's splits (files, or a `tsf shard` output: a folder
     or s3://bucket/prefix, every sample decoded); exit 1 if there are any, 2 if an annotation
     file or the shards cannot be read (one line naming file and entry)."""
-    p = argparse.ArgumentParser(prog="tsf check-videos", description=check_videos_main.__doc__)
+    p = command_parser("check-videos", check_videos_main.__doc__)
     p.add_argument("data_root", help="dataset root, or a shard folder / s3:// prefix")
     p.add_argument("--format", choices=FORMATS, default="kinetics",
                    help="annotation format (class sub-folders: folder); shards say their own")
@@ -141,7 +142,7 @@ def prepare_main(argv: list[str]) -> int:
     """Re-encode a dataset into the prepared format (fast random access) in a new root."""
     from lightning_tsf.data.prepare import Encoding, prepare_dataset
 
-    p = argparse.ArgumentParser(prog="tsf prepare", description=prepare_main.__doc__)
+    p = command_parser("prepare", prepare_main.__doc__)
     p.add_argument("src_root")
     p.add_argument("dst_root", help="a new folder outside src_root")
     p.add_argument("--short-side", type=int, default=256, help="256 (official) or 320")
@@ -178,9 +179,8 @@ def shard_main(argv: list[str]) -> int:
     """Write a dataset's train/val/test splits as LitData shards of prepared-format videos;
     exit 1 if some sources were unreadable (listed in OUT/<split>.failed.txt), 2 on an error."""
     from lightning_tsf.data.prepare import Encoding
-    from lightning_tsf.data.shards import ShardError, write_shards
 
-    p = argparse.ArgumentParser(prog="tsf shard", description=shard_main.__doc__)
+    p = command_parser("shard", shard_main.__doc__)
     p.add_argument("src_root")
     p.add_argument("out", help="a new local folder (s3://bucket/prefix: object storage)")
     p.add_argument("--format", choices=FORMATS, default="kinetics")
@@ -204,6 +204,8 @@ def shard_main(argv: list[str]) -> int:
                    "before upload (default: under the cache)")  # fmt: skip
     add_outside_option(p)
     args = p.parse_args(argv)
+    from lightning_tsf.data.shards import ShardError, write_shards
+
     splits = {s: v for s in ("train", "val", "test") if (v := getattr(args, f"{s}_split"))}
     if shards_given("tsf shard", args.src_root):
         return 2
@@ -229,9 +231,8 @@ def shard_main(argv: list[str]) -> int:
 
 def synthetic_main(argv: list[str]) -> int:
     """Write the synthetic motion-direction dataset (see lightning_tsf.data.synthetic)."""
-    from lightning_tsf.data.synthetic import make_synthetic_dataset
 
-    p = argparse.ArgumentParser(prog="tsf make-synthetic", description=synthetic_main.__doc__)
+    p = command_parser("make-synthetic", synthetic_main.__doc__)
     p.add_argument("root")
     p.add_argument("--num-train", type=int, default=512)
     p.add_argument("--num-val", type=int, default=128)
@@ -244,6 +245,8 @@ def synthetic_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
+    from lightning_tsf.data.synthetic import make_synthetic_dataset
+
     start = time.perf_counter()
     root = make_synthetic_dataset(
         args.root,

@@ -8,34 +8,16 @@ and prints test top-1 and where the checkpoint, config and W&B run are.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
-
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.configs import config_path
 
-
-class EpochPrinter(Callback):
-    """One line per epoch (``val/acc1``, ``train/loss``, elapsed time) on stdout."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        print(
-            f"[epoch {trainer.current_epoch:2d}] val top-1 {100 * m.get('val/acc1', 0):5.1f}%  "
-            f"train loss {m.get('train/loss', float('nan')):.3f}  "
-            f"{time.perf_counter() - self.start:5.0f}s",
-            flush=True,
-        )
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule
 
 
 def ensure_synthetic(root: str | Path) -> None:
@@ -70,6 +52,7 @@ def run_experiment(
     (the ablation).
     """
     from lightning_tsf.commands.lightning import TSFCLI, finish_wandb
+    from lightning_tsf.train.callbacks import EpochPrinter
 
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
@@ -117,6 +100,8 @@ def first_per_class(batches: Any, view: int) -> list[dict[str, Any]]:
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
+    import torch
+
     from lightning_tsf.data.transforms import normalize_video
     from lightning_tsf.viz.callbacks import source_frame_indices
     from lightning_tsf.viz.heatmap import save_heatmap_grid
@@ -145,7 +130,7 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tsf demo``."""
-    parser = argparse.ArgumentParser(prog="tsf demo", description=__doc__.splitlines()[0])
+    parser = command_parser("demo", __doc__)
     parser.add_argument("--root", default="data/synthetic",
                         help="synthetic dataset folder (or its `tsf shard` output)")  # fmt: skip
     parser.add_argument("--out", default="runs/demo", help="run folder")
@@ -154,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (the loader workers get the rest)"
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every note of Lightning and W&B (also: TSF_VERBOSE=1)")
     args, overrides = parser.parse_known_args(argv)  # the rest: LightningCLI --a.b=c overrides
+    if args.verbose:
+        overrides.append("--verbose")
     start = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")

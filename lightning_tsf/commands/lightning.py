@@ -15,6 +15,9 @@ On top of LightningCLI:
   and the resolved ``config.yaml``; the config is also sent to the logger (W&B).
 * ``trainer.precision: null`` picks ``bf16-mixed`` on GPUs that support it (``16-mixed`` on
   others) and ``32-true`` on CPU.
+* Quiet: the notes of Lightning and W&B a user cannot act on are silenced at their source
+  (:mod:`lightning_tsf.train.quiet`); ``--verbose`` (or ``TSF_VERBOSE=1``) shows them. The
+  progress bar shows host values (:class:`~lightning_tsf.train.callbacks.HostValuesBar`).
 * Secrets stay in the process: values of secret-named keys (``data.storage.options``'
   ``aws_secret_access_key``, any ``*token*``, ``*password*``...) are written as ``***`` to
   ``config.yaml``, the loggers (W&B config, ``hparams.yaml``) and checkpoints, the command line
@@ -26,6 +29,7 @@ On top of LightningCLI:
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -55,8 +59,10 @@ from lightning_tsf.train.callbacks import (
     GlobalBatchSize,
     hpc_checkpoints,
     latest_checkpoint,
+    use_host_values_bar,
 )
 from lightning_tsf.train.module import VideoClassifier
+from lightning_tsf.train.quiet import VERBOSE_ENV, quiet_libraries, quiet_loggers
 from lightning_tsf.train.runlock import RunLock, RunLockError, is_launching_process
 
 SPECIAL_CKPT = {"last", "best", "hpc", "registry", "latest"}
@@ -184,7 +190,16 @@ class TSFCLI(LightningCLI):
             if self._run_lock is not None:
                 self._run_lock.release()
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """LightningCLI's, with ``Trainer.validate/test(verbose=...)`` left to its default
+        (the results table is printed): ``--verbose`` is tsf's own in every command."""
+        return {name: skip | ({"verbose"} if name in ("validate", "test") else set())
+                for name, skip in LightningCLI.subcommands().items()}  # fmt: skip
+
     def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--verbose", action="store_true",
+                            help="show every note of Lightning and W&B (also: TSF_VERBOSE=1)")
         parser.link_arguments("data.clips.num_frames", "model.net.init_args.num_frames")
         parser.link_arguments("data.clips.crop_size", "model.net.init_args.img_size")
         parser.link_arguments("data.clips.mean", "model.mean")
@@ -196,6 +211,9 @@ class TSFCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.get("verbose"):
+            os.environ[VERBOSE_ENV] = "1"  # and so in every process the run starts
+        quiet_libraries()
         self.check_paths(cfg)
         trainer = cfg.trainer
         if trainer.get("precision") is None:
@@ -368,6 +386,14 @@ class TSFCLI(LightningCLI):
                 raise ConfigError(str(err)) from err
 
     before_validate = before_test = before_predict = _before_evaluation
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The Trainer, its progress bar showing host values (no per-step device read), its
+        W&B loggers without the arguments W&B warns about."""
+        trainer = super().instantiate_trainer(**kwargs)
+        use_host_values_bar(trainer)
+        quiet_loggers(trainer.loggers)
+        return trainer
 
     def instantiate_classes(self) -> None:
         """Build data first (the links need ``num_classes``), then model and trainer; a bad

@@ -26,8 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, check_inside
-from lightning_tsf.data.decode import PREPARED_TAG, display_size, upright_rgb
-from lightning_tsf.data.encode import VideoWriter
+from lightning_tsf.data.names import PREPARED_TAG
 from lightning_tsf.data.parallel import parallel_map
 
 ANNOTATION_EXTENSIONS = (".csv", ".json", ".txt")
@@ -95,6 +94,9 @@ def reencode_video(
     """Re-encode one video at ``short_side`` (of the displayed, upright frame) in the prepared
     format; return "converted" or "skipped" (``dst`` exists). Raises any decoding error; a
     partial output is removed."""
+    from lightning_tsf.data.decode import display_size, upright_rgb  # numpy: when run
+    from lightning_tsf.data.encode import VideoWriter
+
     if os.path.exists(dst):
         return "skipped"
     import av

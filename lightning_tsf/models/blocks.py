@@ -13,6 +13,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lightning_tsf.models.layers import Attention, AttnMaps, DropPath, Grid, Mlp
+from lightning_tsf.models.names import ATTENTION_TYPES
 from lightning_tsf.models.tokens import StepCtx, TokenState
 
 
@@ -244,10 +245,7 @@ class AxialBlock(Block):
         return torch.cat((cls + cls_res, xp + res), dim=1)
 
 
-BLOCKS: dict[str, type[Block]] = {
-    "space_only": SpaceOnlyBlock,
-    "joint_space_time": JointSpaceTimeBlock,
-    "divided_space_time": DividedSpaceTimeBlock,
-    "sparse_local_global": SparseLocalGlobalBlock,
-    "axial": AxialBlock,
-}
+BLOCKS: dict[str, type[Block]] = dict(
+    zip(ATTENTION_TYPES, (SpaceOnlyBlock, JointSpaceTimeBlock, DividedSpaceTimeBlock,
+                          SparseLocalGlobalBlock, AxialBlock), strict=True)
+)  # fmt: skip
