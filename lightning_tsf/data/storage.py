@@ -73,9 +73,7 @@ SECRET_KEY = re.compile(
 )
 
 
-# Keys that match SECRET_KEY but name no credential: ``tokens``, the backbone's token switches
-# (``model.net.init_args.tokens``: numbers, which a checkpoint must keep to rebuild its model).
-NOT_SECRET = frozenset({"tokens"})
+NOT_SECRET = frozenset({"tokens"})  # model.net.init_args.tokens: token switches, no credential
 
 
 def is_secret_key(name: object) -> bool:
