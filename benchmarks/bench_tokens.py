@@ -381,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_tokens] real videos skipped: {err}", flush=True)
         real = []
     text, summary = tables(speed, acc, real, args)
-    machine = (
-        f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-    )
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (info.open() if info.exists() else [])
+             if ln.startswith("model name")]  # fmt: skip
+    machine = (f"{os.cpu_count()}-vCPU {names[0] if names else 'CPU'}, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} thread(s); load average {os.getloadavg()[0]:.1f}")
     text = f"Machine: {machine}.\n\n{text}\n{summary}\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
