@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the rest of the plan after this many seconds")  # fmt: skip
     parser.add_argument("--out", default="runs/bench_gpu")
     parser.add_argument("--tokens", action="store_true",
-                        help="instead: the token switches against off, ViT-B divided 8x224 "
-                        "eager and compiled (gpu_tokens.py; --tiny on CPU)")  # fmt: skip
+                        help="instead: the token switches vs off (gpu_tokens.py)")  # fmt: skip
     args = parser.parse_args(argv)
     began = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
