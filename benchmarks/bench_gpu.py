@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py --out runs/bench_gpu     # on a GPU: at most ~5 minutes
     python benchmarks/bench_gpu.py --tiny                    # CPU, tiny shapes (what CI runs)
+    python benchmarks/bench_gpu.py --tokens --budget-s 80    # token switches vs off (gpu_tokens)
 
 For each configuration (divided and joint at 8×224 with batch 8 and 32, HR 16×448 and
 L 96×224 at one batch size, divided with drop path 0.1): random clips, SGD training steps
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from lightning_tsf.train.compile import compile_blocks, compile_timesformer
 
 sys.path.insert(0, str(Path(__file__).parent))
+import gpu_tokens  # noqa: E402  (--tokens)
 from bench_model import build  # noqa: E402  (our model and HF's from one config)
 
 GPU_CONFIGS = {
@@ -263,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=270,
                         help="skip the rest of the plan after this many seconds")  # fmt: skip
     parser.add_argument("--out", default="runs/bench_gpu")
+    parser.add_argument("--tokens", action="store_true",
+                        help="instead: the token switches vs off (gpu_tokens.py)")  # fmt: skip
     args = parser.parse_args(argv)
     began = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.tokens:
+        return gpu_tokens.main(args, device, began)
     tiny = args.tiny or device.type == "cpu"
     configs, sizes = (TINY_CONFIGS, TINY) if tiny else (GPU_CONFIGS, VIT_B)
     plan = [(c, i) for c in configs for i in IMPLS] if tiny else GPU_PLAN

@@ -145,9 +145,16 @@ def export_model(
     a dynamic batch axis and :func:`export_metadata` in ``metadata_props``. ``torch-export``:
     a ``torch.export`` program saved with ``torch.export.save`` (load it with
     ``torch.export.load(path).module()``), the metadata in its ``metadata.json`` extra file.
-    Raises :class:`ExportError` naming the attention scheme when the graph cannot be exported.
+    Raises :class:`ExportError` naming the attention scheme when the graph cannot be exported,
+    and, before trying, when a token switch that changes the token count with the video or
+    the block (``static_drop``, ``merge_r``) is on; ``tube_drop`` acts in training only.
     """
     check_format(format)
+    switches = {k: v for k, v in model.tokens.to_dict().items() if k != "tube_drop"}
+    if switches:
+        shown = ", ".join(f"{k}={v:g}" for k, v in switches.items())
+        raise ExportError(f"cannot export with token switches on ({shown}): switch them off "
+                          "(--static-drop 0 --merge-r 0)")  # fmt: skip
     if format == "onnx":
         try:
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
@@ -187,6 +194,7 @@ def export_checkpoint(
     opset: int | None = None,
     model_config: str | None = None,
     attention_type: str | None = None,
+    tokens: dict[str, Any] | None = None,
 ) -> tuple[Path, TimeSformer, InputConfig]:
     """Load a Lightning ``.ckpt``, official ``.pyth`` or HF checkpoint with
     :func:`~lightning_tsf.inference.load_model` and :func:`export_model` it.
@@ -194,11 +202,13 @@ def export_checkpoint(
     ``preset``, ``num_frames`` and ``img_size`` give the model's shape where the checkpoint
     does not carry it (official and HF files); they also override a Lightning checkpoint's
     stored config. ``model_config``: a YAML of TimeSformer arguments, instead of ``preset``;
-    ``attention_type``: the scheme, where the checkpoint's keys do not tell it.
+    ``attention_type``: the scheme, where the checkpoint's keys do not tell it. ``tokens``:
+    token switches over the checkpoint's (see :func:`export_model`).
     Returns the written path, the model and its input record.
     """
     check_format(format)  # before the (slow) load
-    overrides = {"num_frames": num_frames, "img_size": img_size, "attention_type": attention_type}
+    overrides = {"num_frames": num_frames, "img_size": img_size, "attention_type": attention_type,
+                 "tokens": tokens}  # fmt: skip
     model, record = load_model(str(checkpoint), preset, model_config, overrides)
     return export_model(model, out, format, record, opset), model, record
 

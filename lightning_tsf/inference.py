@@ -35,6 +35,7 @@ from lightning_tsf.models.checkpoint import (
     read_checkpoint,
 )
 from lightning_tsf.models.presets import preset_of
+from lightning_tsf.models.tokens import TokenConfig
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
 
@@ -143,7 +144,8 @@ def load_model(
     optionally with ``preset``), ``preset``, the net config stored in a Lightning checkpoint's
     ``hyper_parameters``, or what an official/HF file's tensors say
     (:func:`~lightning_tsf.models.checkpoint.infer_net_config`: sizes, frames, scheme).
-    ``overrides`` (``attention_type``, ``num_frames``, ``img_size``) go over it.
+    ``overrides`` (``attention_type``, ``num_frames``, ``img_size``, and ``tokens``: a dict of
+    token switches, None values kept as the checkpoint says) go over it.
     ``num_classes`` is taken from the head's weight. The file is read with
     ``weights_only=True``. ``checkpoint`` may be ``zoo:NAME`` (fetched into the cache).
     """
@@ -167,7 +169,11 @@ def load_model(
             f"{checkpoint}: no model configuration stored in the checkpoint and none readable "
             "from its tensors; pass --preset NAME or --model-config YAML"
         )
-    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = dict(overrides or {})
+    switches = {k: v for k, v in (overrides.pop("tokens", None) or {}).items() if v is not None}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    if switches:  # over the checkpoint's own switches (its training config): "as it says"
+        config["tokens"] = {**TokenConfig.coerce(config.get("tokens")).to_dict(), **switches}
     model = build_model(config, head_classes(checkpoint_state(obj)))
     load_checkpoint(model, obj)
     record = read_input_config(obj, model, checkpoint)
@@ -252,6 +258,9 @@ def clip_frame_tokens(model: TimeSformer, clips: Tensor) -> Tensor:
 
     if model.attention_type == "space_only":
         raise ValueError("space_only averages frames inside the model: no per-frame tokens")
+    if model.tokens.static_drop or model.tokens.merge_r:
+        raise ValueError(f"per-frame tokens need every token: switch the token switches off "
+                         f"({model.tokens.describe()})")  # fmt: skip
     tokens, _ = model.forward_tokens(clips)
     patches = model.norm(tokens)[:, 1:]  # (B, N*T, D), order (h w t)
     return rearrange(patches, "b (n t) d -> b t n d", t=clips.shape[2]).mean(2)

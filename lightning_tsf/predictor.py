@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -135,6 +135,7 @@ class Predictor:
         attention_type: str | None = None,
         num_frames: int | None = None,
         img_size: int | None = None,
+        tokens: Mapping[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
         batch_size: int = 8,
         progress: bool | None = None,
@@ -145,12 +146,11 @@ class Predictor:
         """Load a Lightning ``.ckpt``, an official ``.pyth``, an HF checkpoint or ``zoo:NAME``
         (:func:`~lightning_tsf.inference.load_model`) with the input record saved in it.
         ``views``: ``num_spatial_crops``, ``num_temporal_views``, ``test_short_side`` over
-        the checkpoint's (None: as the checkpoint says)."""
-        unknown = set(views) - set(VIEW_OPTIONS)
-        if unknown:
+        the checkpoint's (None: as it says); so do ``tokens``, the token switches (model.md)."""
+        if unknown := set(views) - set(VIEW_OPTIONS):
             raise TypeError(f"unknown view option(s): {', '.join(sorted(unknown))}")
         overrides = {"attention_type": attention_type, "num_frames": num_frames,
-                     "img_size": img_size}  # fmt: skip
+                     "img_size": img_size, "tokens": tokens}  # fmt: skip
         model, config = load_model(str(path), preset, model_config, overrides)
         config = config.with_views(**views)
         if class_names is not None:

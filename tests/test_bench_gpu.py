@@ -27,3 +27,19 @@ def test_tiny_run_writes_json_and_table(tmp_path: Path) -> None:
     assert result["lightning"]["clips_per_s"] > 0 and result["matmul_tflops"] > 0
     table = (out / "table.md").read_text()
     assert "| divided 4x32 b2 | ours eager |" in table and "Lightning Trainer" in table
+
+
+def test_tokens_section_tiny(tmp_path: Path) -> None:
+    """``--tokens``: each token switch against off, eager rows with their ratios."""
+    out = tmp_path / "bench"
+    assert bench_gpu.main(["--tokens", "--tiny", "--steps", "1", "--warmup", "0",
+                           "--no-compile", "--out", str(out)]) == 0  # fmt: skip
+    rows = json.loads((out / "tokens.json").read_text())
+    assert {r["setting"] for r in rows} == set(bench_gpu.gpu_tokens.TINY_SETTINGS)
+    for row in rows:
+        assert "error" not in row, row
+        assert row["x_off"] > 0 and 0 < row["kept"] <= 100
+    kept = {(r["setting"], r["mode"]): r["kept"] for r in rows}
+    assert kept["off", "infer"] == 100 and kept["tube_drop 0.5", "train"] == 50
+    assert kept["merge_r 4", "infer"] == 100 * (16 + 12) / 2 / 16  # 16 -> 12 tubes, depth 2
+    assert "| static_drop 0.1 | infer | eager |" in (out / "tokens.md").read_text()

@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
         path, model, record = export_checkpoint(
             args.checkpoint, args.out, args.format, source["preset"], source["num_frames"],
             source["img_size"], args.opset, source["model_config"], source["attention_type"],
+            source["tokens"],
         )  # fmt: skip
         diff = None
         if args.format == "onnx" and not args.no_check:

@@ -25,13 +25,35 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
                        help="scheme (default: the checkpoint's, or its keys')")  # fmt: skip
     group.add_argument("--num-frames", type=int, help="frames per clip (model's time_embed)")
     group.add_argument("--img-size", type=int, help="frame side in pixels (model's pos_embed)")
+    add_token_options(parser)
+
+
+def add_token_options(parser: argparse.ArgumentParser) -> None:
+    """``--static-drop``, ``--merge-r``: the inference token switches (docs/model.md), over
+    the checkpoint's own (its training config says; off for official and HF files)."""
+    group = parser.add_argument_group(f"token switches ({AS_SAVED}; 0 switches one off)")
+    group.add_argument("--static-drop", type=float, metavar="THRESHOLD",
+                       help="drop patches that repeat the previous frame's (mean absolute "
+                       "difference in normalised pixels below THRESHOLD)")  # fmt: skip
+    group.add_argument(
+        "--merge-r",
+        type=int,
+        metavar="R",
+        help="ToMe: merge R token pairs (tubes for divided) in every block",
+    )
+
+
+def token_switches(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`add_token_options` values (None: as the checkpoint says)."""
+    return {"static_drop": args.static_drop, "merge_r": args.merge_r}
 
 
 def model_source(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`add_model_source` options as keyword arguments of ``load_model``-based
     loaders (``Predictor.from_checkpoint``, ``export_checkpoint``)."""
-    return {k: getattr(args, k) for k in ("preset", "model_config", "attention_type",
-                                          "num_frames", "img_size")}  # fmt: skip
+    source = {k: getattr(args, k) for k in ("preset", "model_config", "attention_type",
+                                            "num_frames", "img_size")}  # fmt: skip
+    return {**source, "tokens": token_switches(args)}
 
 
 def add_view_options(parser: argparse.ArgumentParser) -> None:

@@ -156,7 +156,7 @@ class VideoDataModule(pl.LightningDataModule):
         one line per value that differs from this config's, for the caller to show."""
         config = self.clips.evaluate_as(record, self.class_names)
         notes = [f"data.clips.{d}" for d in self.input_config.differences(config)
-                 if not d.startswith(("scheme", "preset", "one_crop"))]  # fmt: skip
+                 if not d.startswith(("scheme", "preset", "one_crop", "tokens"))]  # fmt: skip
         self._input_config = config
         for stage in ("val", "test", "predict"):
             self.datasets.pop(stage, None)

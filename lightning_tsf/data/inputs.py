@@ -41,6 +41,9 @@ class InputConfig(ClipSpec):
     class_names: tuple[str, ...] = ()
     scheme: str | None = None  # the backbone's attention_type
     preset: str | None = None  # presets.PRESETS name of the backbone's sizes, when one
+    # the token switches the model was trained with (models.tokens.TokenConfig, those on):
+    # ``{"tube_drop": 0.5}``; stored as sorted (name, value) pairs, saved as a dict
+    tokens: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -52,6 +55,8 @@ class InputConfig(ClipSpec):
             raise ValueError(f"input_config.one_crop_short_side must be positive, got "
                              f"{self.one_crop_short_side}")  # fmt: skip
         object.__setattr__(self, "class_names", tuple(str(x) for x in self.class_names))
+        items = self.tokens.items() if isinstance(self.tokens, Mapping) else self.tokens
+        object.__setattr__(self, "tokens", tuple(sorted((str(k), v) for k, v in items if v)))
 
     # ------------------------------------------------------------------ derived
     def view_spec(self, backend: str = "auto", decode_short_side: int | None = None) -> ViewSpec:
@@ -106,6 +111,7 @@ class InputConfig(ClipSpec):
         out = asdict(self)
         for name in ("mean", "std", "class_names"):
             out[name] = list(out[name])
+        out["tokens"] = dict(self.tokens)
         return out
 
     @classmethod

@@ -73,9 +73,12 @@ SECRET_KEY = re.compile(
 )
 
 
+NOT_SECRET = frozenset({"tokens"})  # model.net.init_args.tokens: token switches, no credential
+
+
 def is_secret_key(name: object) -> bool:
     """Whether a config key names a credential (``aws_secret_access_key``, ``*_token``, ...)."""
-    return isinstance(name, str) and bool(SECRET_KEY.search(name))
+    return isinstance(name, str) and name not in NOT_SECRET and bool(SECRET_KEY.search(name))
 
 
 def redact(obj: Any) -> Any:

@@ -17,6 +17,7 @@ _EXPORTS = {
     "create_model": "presets",
     "BLOCKS": "timesformer",
     "TimeSformer": "timesformer",
+    "TokenConfig": "tokens",
 }
 __all__ = [
     "BLOCKS",
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "TimeSformer",
+    "TokenConfig",
     "convert_hf_state_dict",
     "create_model",
     "load_checkpoint",
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     )
     from lightning_tsf.models.presets import PRESETS, create_model
     from lightning_tsf.models.timesformer import BLOCKS, TimeSformer
+    from lightning_tsf.models.tokens import TokenConfig
 
 
 def __getattr__(name: str) -> Any:

@@ -38,10 +38,11 @@ def count_params(model: TimeSformer, with_head: bool = False) -> int:
 
 
 def count_flops(model: TimeSformer, batch_size: int = 1, backward: bool = False) -> int:
-    """FLOPs of one forward (and backward) pass on a ``(batch, C, T, H, W)`` input.
+    """FLOPs of one forward (and backward) pass on a ``(batch, C, T, H, W)`` input, in the
+    model's mode (``train()``: with tube dropping, if on), so of the tokens kept.
 
     Runs on whatever device the model is on; build it under ``torch.device("meta")`` to count
-    without computing.
+    without computing (not with ``static_drop``, whose kept tokens depend on the pixels).
     """
     p = next(model.parameters())
     x = torch.randn(
@@ -63,13 +64,23 @@ def count_flops(model: TimeSformer, batch_size: int = 1, backward: bool = False)
     return counter.get_total_flops()
 
 
-def macs_table(variants: list[str], schemes: list[str]) -> list[dict]:
-    """One row per (variant, scheme): params (M, no head), GMACs of one view, paper figures."""
+def macs_table(
+    variants: list[str], schemes: list[str], tokens: dict[str, float] | None = None
+) -> list[dict]:
+    """One row per (variant, scheme): params (M, no head), GMACs of one view, paper figures.
+    ``tokens``: ``merge_r`` and ``tube_drop`` (counted in a training forward) switches; the
+    GMACs are then those of the tokens kept, and ``tokens`` names them."""
     rows = []
+    tokens = dict(tokens or {})
+    if tokens.get("static_drop"):
+        raise ValueError("static_drop keeps tokens by their pixels: no count without a video "
+                         "(benchmarks/bench_tokens.py measures kept fractions)")  # fmt: skip
     for variant in variants:
         for scheme in schemes:
             with torch.device("meta"):
-                model = create_model(variant, attention_type=scheme, num_classes=400)
+                model = create_model(variant, attention_type=scheme, num_classes=400,
+                                     tokens=tokens)  # fmt: skip
+            model.train(bool(tokens.get("tube_drop")))
             rows.append(
                 dict(
                     variant=variant,
@@ -79,7 +90,8 @@ def macs_table(variants: list[str], schemes: list[str]) -> list[dict]:
                     params_m=count_params(model) / 1e6,
                     gmacs=count_flops(model) / 2e9,
                     paper_params_m=PAPER_PARAMS_M[scheme] if variant == "timesformer" else None,
-                    paper_gmacs=PAPER_GMACS.get((variant, scheme)),
+                    paper_gmacs=None if model.tokens.on else PAPER_GMACS.get((variant, scheme)),
+                    tokens=model.tokens.describe(),
                 )
             )
     return rows
@@ -94,11 +106,13 @@ def _fmt(value: float | None, ref: float | None, digits: int = 1) -> str:
 def format_table(rows: list[dict]) -> str:
     cols = ["variant", "scheme", "T x size", "params (M)", "paper params (diff)"]
     cols += ["GMACs/view", "paper GMACs (diff)"]
+    tokens = any(r.get("tokens", "off") != "off" for r in rows)
+    cols += ["tokens"] if tokens else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['scheme']} | {r['frames']}x{r['size']} | {r['params_m']:.2f} | "
             f"{_fmt(r['params_m'], r['paper_params_m'])} | {r['gmacs']:.1f} | "
-            f"{_fmt(r['gmacs'], r['paper_gmacs'])} |"
+            f"{_fmt(r['gmacs'], r['paper_gmacs'])} |" + (f" {r['tokens']} |" if tokens else "")
         )
     return "\n".join(lines)

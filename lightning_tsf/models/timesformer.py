@@ -1,8 +1,9 @@
 """TimeSformer (Bertasius et al., ICML 2021) with the paper's five attention schemes.
 
-Read top to bottom: attention, the five block classes (one per scheme, chosen by name from
-``BLOCKS``), the backbone. Parameter names are those of facebookresearch/TimeSformer, so an
-official ``model_state`` loads with ``strict=True``.
+The backbone; its layers are in :mod:`lightning_tsf.models.layers`, the five block classes
+(one per scheme, chosen by name from ``BLOCKS``) in :mod:`lightning_tsf.models.blocks`, the
+token switches in :mod:`lightning_tsf.models.tokens`. Parameter names are those of
+facebookresearch/TimeSformer, so an official ``model_state`` loads with ``strict=True``.
 
 Token layout (official): after embedding, a clip is ``(B, 1 + N*T, D)``: the cls token, then
 the patch tokens ordered ``(h w t)`` -- time fastest. ``space_only`` is the exception: it keeps
@@ -13,7 +14,6 @@ after the last block. Every block receives the grid size ``(T, H, W)`` in patche
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,313 +21,19 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lightning_tsf.models.names import ATTENTION_TYPES
+from lightning_tsf.models.blocks import BLOCKS, Block
+from lightning_tsf.models.layers import (
+    Attention,
+    AttnMaps,
+    DropPath,
+    Grid,
+    Mlp,
+    PatchEmbed,
+)
+from lightning_tsf.models.tokens import TokenConfig, TokenState, check_support, reduce_input
 
-AttnMaps = dict[str, Tensor]
-
-
-class Grid(NamedTuple):
-    """Patch grid of a clip: frames, patch rows, patch columns."""
-
-    t: int
-    h: int
-    w: int
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch per sample with probability ``p``.
-
-    ``p`` is a (non-persistent) tensor, not a Python number, so that blocks with different rates
-    share one compiled graph; ``enabled`` (one value for the whole model) switches it off
-    without a branch on ``p``. With ``p = 0`` the mask is all ones and the output equals ``x``.
-    """
-
-    def __init__(self, p: float = 0.0, enabled: bool | None = None) -> None:
-        super().__init__()
-        self.register_buffer("p", torch.tensor(float(p)), persistent=False)
-        self.enabled = p > 0 if enabled is None else enabled
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.enabled or not self.training:
-            return x
-        keep = (1.0 - self.p).to(x.dtype)
-        mask = torch.bernoulli(keep.expand((x.shape[0],) + (1,) * (x.ndim - 1)))
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={float(self.p):.4g}"
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over the second axis of ``(batch, tokens, dim)``.
-
-    Uses ``scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU). With
-    ``return_attn=True`` it computes softmax(QK^T) explicitly and also returns the maps
-    ``(batch, heads, tokens, tokens)``, for visualisation and as the reference path.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} must be divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
-        qkv = self.qkv(x)  # (B, L, 3*D)
-        q, k, v = rearrange(qkv, "b l (three h c) -> three b h l c", three=3, h=self.num_heads)
-        attn = None
-        if return_attn:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, L, L)
-            attn = attn.softmax(dim=-1)
-            x = F.dropout(attn, self.attn_drop, self.training) @ v  # (B, heads, L, c)
-        else:
-            drop = self.attn_drop if self.training else 0.0
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, heads, L, c)
-        x = rearrange(x, "b h l c -> b l (h c)")
-        return self.proj_drop(self.proj(x)), attn
-
-
-class Block(nn.Module):
-    """What every scheme shares: the last attention step (``norm1``/``attn``) and the MLP.
-
-    Subclasses add their extra attention steps and define ``mix``, the token mixing of one
-    block; ``forward`` adds the MLP. ``maps`` collects attention maps when asked for.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        drop_path_enabled: bool | None = None,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path = DropPath(drop_path, drop_path_enabled)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-
-    def _extra_step(self, name: str) -> None:
-        """Add an attention step with its own norm, qkv/proj and zero-initialised output fc."""
-        dim, heads = self.norm1.normalized_shape[0], self.attn.num_heads
-        setattr(self, f"{name}_norm1", nn.LayerNorm(dim, eps=1e-6))
-        setattr(
-            self,
-            f"{name}_attn",
-            Attention(
-                dim,
-                heads,
-                self.attn.qkv.bias is not None,
-                self.attn.attn_drop,
-                self.attn.proj_drop.p,
-            ),
-        )
-        fc = nn.Linear(dim, dim)
-        nn.init.zeros_(fc.weight)
-        nn.init.zeros_(fc.bias)
-        setattr(self, f"{name}_fc", fc)
-
-    def _attend(self, name: str, x: Tensor, maps: AttnMaps | None) -> Tensor:
-        """Run step ``name`` ("" for norm1/attn): attention of its norm, drop path applied."""
-        prefix = f"{name}_" if name else ""
-        norm, attn = getattr(self, f"{prefix}norm1"), getattr(self, f"{prefix}attn")
-        out, a = attn(norm(x), return_attn=maps is not None)
-        if maps is not None:
-            maps[name or "attn"] = a
-        return self.drop_path(out)
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor, grid: Grid, maps: AttnMaps | None = None) -> Tensor:
-        x = self.mix(x, grid, maps)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class SpaceOnlyBlock(Block):
-    """Space (S): each frame attends within itself. Input ``(B*T, 1 + N, D)``, one cls per frame.
-
-    No temporal information is exchanged anywhere; frames are averaged after the last block.
-    """
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        return x + self._attend("", x, maps)  # (B*T, 1+N, D)
-
-
-class JointSpaceTimeBlock(Block):
-    """Joint Space-Time (ST): one attention over cls + all T*N patch tokens of the clip."""
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        return x + self._attend("", x, maps)  # (B, 1+N*T, D)
-
-
-def _spatial_with_cls(
-    block: Block, cls: Tensor, x: Tensor, maps: AttnMaps | None
-) -> tuple[Tensor, Tensor]:
-    """Attention of ``block.attn`` within each of the G groups of ``x`` ``(B, G, L, D)`` (a
-    strided view is fine) with cls prepended to each group; returns the residuals for the
-    patches ``(B, G, L, D)`` (a view) and for cls ``(B, 1, D)``, the cls outputs averaged over
-    the groups (the official handling of cls in divided attention). The cls copies and the
-    patches are gathered by one ``cat``: no other copy of the tokens."""
-    b, g, n, d = x.shape
-    tokens = torch.cat((cls[:, None].expand(b, g, 1, d), x), dim=2)  # (B, G, 1+L, D)
-    res = block._attend("", tokens.view(b * g, 1 + n, d), maps).view(b, g, 1 + n, d)
-    return res[:, :, 1:], res[:, :, 0].mean(1, keepdim=True)
-
-
-class DividedSpaceTimeBlock(Block):
-    """Divided Space-Time (T+S), the paper's main model, with the official semantics.
-
-    1. Temporal: each patch attends to the patches at its spatial position in all T frames
-       (cls excluded), via ``temporal_norm1``/``temporal_attn``; the residual goes through
-       ``temporal_fc`` (zero-initialised, so the block starts as an image ViT block).
-    2. Spatial: each frame's N patches plus a copy of cls attend via ``norm1``/``attn``; the T
-       cls outputs are averaged into one cls residual.
-    3. MLP.
-    """
-
-    def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
-        super().__init__(dim, num_heads, **kwargs)
-        self._extra_step("temporal")
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        t, h, w = grid
-        b, d, n = x.shape[0], x.shape[2], h * w
-        cls, xp = x[:, :1], x[:, 1:]  # (B, 1, D), (B, N*T, D)
-        xt = xp.reshape(b * n, t, d)  # (B*N, T, D): time is fastest, a view
-        res = self._attend("temporal", xt, maps)  # (B*N, T, D)
-        xp = xp + self.temporal_fc(res.view(b, n * t, d))  # (B, N*T, D)
-
-        xs = xp.view(b, n, t, d).transpose(1, 2)  # (B, T, N, D), a view: frames as groups
-        res, cls_res = _spatial_with_cls(self, cls, xs, maps)  # (B, T, N, D) view, (B, 1, D)
-        xp = (xp.view(b, n, t, d) + res.transpose(1, 2)).view(b, n * t, d)  # (B, N*T, D)
-        return torch.cat((cls + cls_res, xp), dim=1)  # (B, 1+N*T, D)
-
-
-class SparseLocalGlobalBlock(Block):
-    """Sparse Local Global (L+G), as we read the paper (Sec. 3; no public implementation).
-
-    The T x H x W patch grid (H, W in patches) must have even T, H, W.
-    1. Local: the grid is cut into four non-overlapping windows of T x H/2 x W/2 patches (all
-       frames, one spatial quadrant); each patch attends to the patches of its window. cls is
-       excluded, like the temporal step of divided attention. Own ``local_norm1``/``local_attn``,
-       residual through zero-initialised ``local_fc``.
-    2. Global, sparse: stride 2 along time, rows and columns. The clip is split into the 8
-       interleaved sub-grids of equal parity ``(t%2, h%2, w%2)``; each covers the whole clip with
-       stride 2, and its patches attend among themselves plus a copy of cls (``norm1``/``attn``).
-       The 8 cls outputs are averaged, as divided attention averages its per-frame copies.
-    3. MLP. Two attention steps with distinct qkv: same size as divided (121.4M at ViT-Base).
-    """
-
-    def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
-        super().__init__(dim, num_heads, **kwargs)
-        self._extra_step("local")
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        t, h, w = grid
-        if t % 2 or h % 2 or w % 2:
-            raise ValueError(
-                f"sparse_local_global needs an even patch grid, got T={t}, H={h}, W={w} patches"
-            )
-        cls, xp = x[:, :1], x[:, 1:]
-        xl = rearrange(
-            xp, "b (i h j w t) d -> (b i j) (t h w) d", i=2, h=h // 2, j=2, w=w // 2, t=t
-        )  # (B*4, T*H/2*W/2, D)
-        res = self._attend("local", xl, maps)
-        res = rearrange(res, "(b i j) (t h w) d -> b (i h j w t) d", i=2, j=2, h=h // 2, w=w // 2)
-        xp = xp + self.local_fc(res)
-
-        xg = rearrange(
-            xp, "b (h p w q t s) d -> b (p q s) (h w t) d", p=2, q=2, s=2, h=h // 2, w=w // 2
-        )  # (B, 8, N*T/8, D)
-        res, cls_res = _spatial_with_cls(self, cls, xg, maps)
-        res = rearrange(
-            res, "b (p q s) (h w t) d -> b (h p w q t s) d", p=2, q=2, s=2, h=h // 2, w=w // 2
-        )
-        return torch.cat((cls + cls_res, xp + res), dim=1)
-
-
-class AxialBlock(Block):
-    """Axial (T+W+H), as we read the paper (Sec. 3; no public implementation).
-
-    Three attention steps with distinct qkv, each residual:
-    1. Time: each patch over the T patches at its (h, w) position (cls excluded); own
-       ``temporal_norm1``/``temporal_attn``, residual through zero-initialised ``temporal_fc``.
-    2. Width: each patch over the W patches of its row in its frame (cls excluded); own
-       ``width_norm1``/``width_attn``, residual through zero-initialised ``width_fc``.
-    3. Height: each patch over the H patches of its column in its frame, plus a copy of cls
-       (``norm1``/``attn``); the T*W cls outputs are averaged, as in divided attention.
-    4. MLP. Three steps: 156.8M parameters at ViT-Base.
-    """
-
-    def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
-        super().__init__(dim, num_heads, **kwargs)
-        self._extra_step("temporal")
-        self._extra_step("width")
-
-    def mix(self, x: Tensor, grid: Grid, maps: AttnMaps | None) -> Tensor:
-        t, h, w = grid
-        cls, xp = x[:, :1], x[:, 1:]
-        xt = rearrange(xp, "b (h w t) d -> (b h w) t d", h=h, w=w)
-        res = self._attend("temporal", xt, maps)  # (B*H*W, T, D)
-        xp = xp + self.temporal_fc(rearrange(res, "(b h w) t d -> b (h w t) d", h=h, w=w))
-
-        xw = rearrange(xp, "b (h w t) d -> (b t h) w d", h=h, w=w)
-        res = self._attend("width", xw, maps)  # (B*T*H, W, D)
-        xp = xp + self.width_fc(rearrange(res, "(b t h) w d -> b (h w t) d", t=t, h=h))
-
-        xh = rearrange(xp, "b (h w t) d -> b (t w) h d", h=h, w=w)  # (B, T*W, H, D)
-        res, cls_res = _spatial_with_cls(self, cls, xh, maps)
-        res = rearrange(res, "b (t w) h d -> b (h w t) d", t=t, w=w)
-        return torch.cat((cls + cls_res, xp + res), dim=1)
-
-
-BLOCKS: dict[str, type[Block]] = dict(
-    zip(ATTENTION_TYPES, (SpaceOnlyBlock, JointSpaceTimeBlock, DividedSpaceTimeBlock,
-                          SparseLocalGlobalBlock, AxialBlock), strict=True)
-)  # fmt: skip
-
-
-class PatchEmbed(nn.Module):
-    """Each frame cut into P x P patches, linearly embedded (a strided Conv2d, as official)."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        return rearrange(self.proj(x), "bt d h w -> bt (h w) d")  # (B*T, N, D)
+__all__ = ["BLOCKS", "Attention", "AttnMaps", "Block", "DropPath", "Grid", "Mlp", "PatchEmbed",
+           "TimeSformer", "TokenConfig"]  # fmt: skip
 
 
 class TimeSformer(nn.Module):
@@ -345,6 +51,9 @@ class TimeSformer(nn.Module):
         attention_type: one of ``BLOCKS``: the paper's five schemes.
         in_chans: input channels.
         grad_checkpointing: recompute blocks in backward to save activation memory.
+        tokens: the token switches (:class:`~lightning_tsf.models.tokens.TokenConfig`, or its
+            dict): static-patch dropping, ToMe merging, tube dropping; all off by default.
+            A switch a scheme cannot take is refused here (a ``ValueError``, one line).
     """
 
     def __init__(
@@ -364,6 +73,7 @@ class TimeSformer(nn.Module):
         attention_type: str = "divided_space_time",
         in_chans: int = 3,
         grad_checkpointing: bool = False,
+        tokens: TokenConfig | None = None,
     ) -> None:
         super().__init__()
         if attention_type not in BLOCKS:
@@ -376,6 +86,7 @@ class TimeSformer(nn.Module):
         self.in_chans, self.num_classes, self.embed_dim = in_chans, num_classes, embed_dim
         self.attention_type = attention_type
         self.grad_checkpointing = grad_checkpointing
+        self.set_tokens(tokens)
         num_patches = (img_size // patch_size) ** 2
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
@@ -414,6 +125,12 @@ class TimeSformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def set_tokens(self, tokens: TokenConfig | dict | None) -> None:
+        """Set the token switches; one the scheme cannot take is a ``ValueError``."""
+        config = TokenConfig.coerce(tokens)
+        check_support(self.attention_type, config)
+        self.tokens = config
 
     # -- input checks and embeddings ------------------------------------------------------
     def _check_input(self, x: Tensor) -> Grid:
@@ -470,15 +187,26 @@ class TimeSformer(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def forward_tokens(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[AttnMaps]]:
         """All blocks; returns the un-normalised tokens (space-only: frames averaged) and, if
-        asked, each block's attention maps ``{step: (batch, heads, L, L)}``."""
+        asked, each block's attention maps ``{step: (batch, heads, L, L)}``: of every token,
+        so with the token switches off (rollout needs the whole grid). Otherwise, with a token
+        switch on, the tokens are those kept (see :mod:`lightning_tsf.models.tokens`)."""
+        video = x
         x, grid = self.embed(x)
+        state: TokenState | None = None
+        if self.tokens.on and not return_attn:
+            args = (self.tokens, self.attention_type, video, x, grid.t, self.patch_size)
+            x, state = reduce_input(*args, self.training)
         all_maps: list[AttnMaps] = []
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for blk in self.blocks:
             if return_attn:
                 maps: AttnMaps = {}
                 x = blk(x, grid, maps)
                 all_maps.append(maps)
-            elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            elif state is not None:
+                args = (x, grid, None, state)
+                x, state = checkpoint(blk, *args, use_reentrant=False) if ckpt else blk(*args)
+            elif ckpt:
                 x = checkpoint(blk, x, grid, use_reentrant=False)
             else:
                 x = blk(x, grid)

@@ -193,8 +193,8 @@ class VideoClassifier(pl.LightningModule):
             self.load_pretrained(download=False)
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.input_config is None and isinstance(datamodule, VideoDataModule):
-            self.input_config = replace(datamodule.input_config, scheme=self.net.attention_type,
-                                        preset=preset_of(self.net))  # fmt: skip
+            self.input_config = replace(datamodule.input_config, tokens=self.net.tokens.to_dict(),
+                                        scheme=self.net.attention_type, preset=preset_of(self.net))
 
     def configure_model(self) -> None:
         """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
