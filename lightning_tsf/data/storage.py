@@ -184,8 +184,8 @@ def allow_plain_http(endpoint: str | None) -> bool:
     server or an on-prem MinIO/Ceph endpoint on plain HTTP fails while boto3 (index.json) works.
     Setting ``AWS_ALLOW_HTTP`` does not help: litdata's explicit client options win over it.
     The dict is per process: a spawned DataLoader worker re-imports litdata, so the loader must
-    also run :func:`worker_init` in its workers. Idempotent; ``https://`` and no endpoint change
-    nothing. Remove when litdata passes ``allow_http`` for http endpoints itself.
+    also run :func:`.stream_input.worker_init` in its workers. Idempotent; ``https://`` and no
+    endpoint change nothing. Remove when litdata passes ``allow_http`` for http endpoints itself.
     """
     if not endpoint or urlparse(endpoint).scheme != "http":
         return False
