@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lightning_tsf.data import storage
+from lightning_tsf.data import storage, stream_input
 
 
 def make_sample(index: int, size: int) -> dict:
@@ -126,9 +126,9 @@ def main() -> None:
         times: dict[str, list[tuple[float, float]]] = {"local": [], "S3 cold": [], "S3 warm": []}
         for round_ in range(args.rounds):
             cache = work / f"cache{round_}"
-            remote_kwargs = storage.input_dir(remote, options, cache, max_cache_size="10GB")
+            remote_kwargs = stream_input.input_dir(remote, options, cache, max_cache_size="10GB")
             for name, kwargs in (
-                ("local", storage.input_dir(local)),
+                ("local", stream_input.input_dir(local)),
                 ("S3 cold", remote_kwargs),
                 ("S3 warm", remote_kwargs),
             ):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_tsf.data import storage
+from lightning_tsf.data import storage, stream_input
 from lightning_tsf.data.storage import StorageError
 
 litdata = pytest.importorskip("litdata")
@@ -117,7 +117,7 @@ def loader(url: str, cache: Path, max_cache_size: int | None, workers: int = 2, 
     """StreamingDataset + StreamingDataLoader over ``url`` as the DataModule would build them."""
     options = storage.storage_options(url)
     dataset = litdata.StreamingDataset(
-        **storage.input_dir(url, options, cache_dir=cache, max_cache_size=max_cache_size)
+        **stream_input.input_dir(url, options, cache_dir=cache, max_cache_size=max_cache_size)
     )
     return litdata.StreamingDataLoader(
         dataset,
@@ -125,7 +125,7 @@ def loader(url: str, cache: Path, max_cache_size: int | None, workers: int = 2, 
         num_workers=workers,
         collate_fn=collate_copy,
         multiprocessing_context="spawn" if workers else None,
-        worker_init_fn=storage.worker_init(options) if workers else None,
+        worker_init_fn=stream_input.worker_init(options) if workers else None,
     )
 
 
@@ -174,9 +174,9 @@ def test_local_dirs(tmp_path: Path) -> None:
     out = storage.output_dir(tmp_path / "shards")
     assert out == {"output_dir": str(tmp_path / "shards"), "storage_options": {}}
     with pytest.raises(StorageError, match="no index.json.*tsf shard"):
-        storage.input_dir(tmp_path / "shards")
+        stream_input.input_dir(tmp_path / "shards")
     optimize(str(tmp_path / "shards"), 20)
-    kwargs = storage.input_dir(tmp_path / "shards", cache_dir=tmp_path / "unused")
+    kwargs = stream_input.input_dir(tmp_path / "shards", cache_dir=tmp_path / "unused")
     assert kwargs == {"input_dir": str(tmp_path / "shards")}
     assert sorted(s["label"] for s in litdata.StreamingDataset(**kwargs)) == list(range(20))
 

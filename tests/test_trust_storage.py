@@ -32,7 +32,8 @@ from s3server import REGION, S3Server, free_port  # noqa: E402
 
 from lightning_tsf.commands.lightning import cli_main  # noqa: E402
 from lightning_tsf.data.datamodule import VideoDataModule  # noqa: E402
-from lightning_tsf.data.storage import StorageError, as_storage_error  # noqa: E402
+from lightning_tsf.data.storage import StorageError  # noqa: E402
+from lightning_tsf.data.storage_faults import as_storage_error  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300)]
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"

@@ -18,7 +18,8 @@ from litdata import StreamingDataLoader, StreamingDataset
 from tqdm import tqdm
 
 from lightning_tsf.data.shard_format import check_sample, read_metadata, split_dir
-from lightning_tsf.data.storage import input_dir, is_remote, storage_options, worker_init
+from lightning_tsf.data.storage import is_remote, storage_options
+from lightning_tsf.data.stream_input import input_dir, worker_init
 
 
 def split_stream(url: str, split: str, options: dict | None = None,

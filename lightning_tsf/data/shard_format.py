@@ -2,7 +2,7 @@
 
 Split from the writer (:mod:`.shards`) so that training imports neither the writer nor what it
 needs (re-encoding, LitData's ``optimize``): the DataModule and the shard stream read shards
-through this module and :mod:`.storage` only.
+through this module and the storage modules (:mod:`.storage`, :mod:`.stream_input`) only.
 
 Each shard sample carries ``sha256``, the hex SHA-256 of its ``video`` bytes as written;
 :func:`verify_sample` checks it when a sample is read, so bytes changed in storage or transit

@@ -196,22 +196,38 @@ def write_shards(
     skipped and reported; a complete split is never rewritten. ``out`` may be an object-storage
     URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone.
     ``allow_outside``: accept annotated paths outside ``src_root`` (ids then start ``../``)."""
+    settings = dict(format=format, splits=splits, class_names_file=class_names_file,
+                    video_dir=video_dir, video_ext=video_ext, short_side=short_side,
+                    encoding=encoding, chunk_bytes=chunk_bytes, num_workers=num_workers,
+                    progress=progress, allow_outside=allow_outside)  # fmt: skip
     if is_remote(out):
-        return _write_remote(src_root, str(out), storage_options, staging,
-                             dict(format=format, splits=splits,
-                                  class_names_file=class_names_file, video_dir=video_dir,
-                                  video_ext=video_ext, short_side=short_side, encoding=encoding,
-                                  chunk_bytes=chunk_bytes, num_workers=num_workers,
-                                  progress=progress, allow_outside=allow_outside))  # fmt: skip
-    from litdata import optimize
+        return _write_remote(src_root, str(out), storage_options, staging, settings)
+    return _write_local(src_root, out, only, **settings)
+
+
+def _write_local(
+    src_root: str | Path,
+    out: str | Path,
+    only: set[str] | None,
+    *,
+    format: str,
+    splits: dict[str, str] | None,
+    class_names_file: str | None,
+    video_dir: str,
+    video_ext: str,
+    short_side: int,
+    encoding: Encoding | None,
+    chunk_bytes: str,
+    num_workers: int,
+    progress: bool,
+    allow_outside: bool,
+) -> ShardReport:
+    """:func:`write_shards` into the local folder ``out``: each split not complete there
+    (:func:`_write_split`), then ``shards.json`` updated and ``classnames.txt``."""
+    import litdata  # noqa: F401 - without the shards extra, fail here, before any work
 
     encoding = encoding or Encoding()
-    src = Path(src_root).resolve()
-    dst = _output_dir(out)
-    if not src.is_dir():
-        raise ShardError(f"source root not found: {src}")
-    if src == dst or src in dst.parents:
-        raise ShardError(f"the output {dst} must lie outside the source {src}")
+    src, dst = _source_and_output(src_root, out)
     names = dict(zip(SPLITS, DEFAULT_SPLITS[format], strict=True))
     names.update(splits or {})
     class_file = class_names_file or DEFAULT_CLASS_FILES[format]
@@ -222,8 +238,7 @@ def write_shards(
     for split, name in names.items():
         if only is not None and split not in only:
             continue
-        final = dst / split
-        if (final / "index.json").is_file():
+        if (dst / split / "index.json").is_file():
             report.done_before.append(split)
             continue
         if format != "folder" and not (src / name).exists():
@@ -233,36 +248,12 @@ def write_shards(
                              labelled=True, allow_outside=allow_outside)  # fmt: skip
         if not records:
             raise AnnotationError(f"{split} split {src / name} lists no videos")
-        partial_dir = dst / f".{split}.partial"
-        work = partial_dir / "encoded"
-        work.mkdir(parents=True, exist_ok=True)
-        encode = partial(_encode_one, work=str(work), short_side=short_side, encoding=encoding)
-        items = [(i, r.path) for i, r in enumerate(records)]
-        failures = dict(parallel_map(encode, items, num_workers, f"shard {split}", progress))
-        failed = [(_rel(records[i].path, src), why) for i, why in failures.items() if why]
-        good = [(i, _rel(r.path, src), r.label, r.path) for i, r in enumerate(records)
-                if not failures[i]]  # fmt: skip
-        chunks = partial_dir / "chunks"
-        shutil.rmtree(chunks, ignore_errors=True)  # an interrupted optimize starts over
-        if good:
-            with keep_start_method():
-                optimize(fn=partial(_sample, work=str(work)), inputs=good,
-                         output_dir=str(chunks), chunk_bytes=chunk_bytes, num_workers=1,
-                         reorder_files=False, keep_data_ordered=True, mode="overwrite",
-                         verbose=False, start_method="fork")  # fmt: skip
-        else:
-            chunks.mkdir()
-            (chunks / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
-        failed_file = dst / f"{split}.failed.txt"
-        if failed:  # no empty lists: the file's presence means something failed
-            failed_file.write_text("".join(f"{p}\t{w}\n" for p, w in failed))
-        else:
-            failed_file.unlink(missing_ok=True)
-        os.replace(chunks, final)  # the split's completion marker: final/index.json
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        meta["splits"][split] = {"videos": len(good), "records": len(records),
+        good, failed = _write_split(src, dst, split, records, short_side=short_side,
+                                    encoding=encoding, chunk_bytes=chunk_bytes,
+                                    num_workers=num_workers, progress=progress)  # fmt: skip
+        meta["splits"][split] = {"videos": good, "records": len(records),
                                  "failed": len(failed)}  # fmt: skip
-        report.written[split] = len(good)
+        report.written[split] = good
         report.failed[split] = failed
         meta.update(format=format, class_names=class_names, short_side=short_side,
                     keyint=encoding.keyint)  # fmt: skip
@@ -271,6 +262,67 @@ def write_shards(
         raise ShardError(f"{dst}: no training split written")
     (dst / "classnames.txt").write_text("".join(n + "\n" for n in class_names))
     return report
+
+
+def _source_and_output(src_root: str | Path, out: str | Path) -> tuple[Path, Path]:
+    """The dataset root and the local output folder, absolute; the root must exist and the
+    output lie outside it."""
+    src = Path(src_root).resolve()
+    dst = _output_dir(out)
+    if not src.is_dir():
+        raise ShardError(f"source root not found: {src}")
+    if src == dst or src in dst.parents:
+        raise ShardError(f"the output {dst} must lie outside the source {src}")
+    return src, dst
+
+
+def _write_split(
+    src: Path,
+    dst: Path,
+    split: str,
+    records: list,
+    *,
+    short_side: int,
+    encoding: Encoding,
+    chunk_bytes: str,
+    num_workers: int,
+    progress: bool,
+) -> tuple[int, list[tuple[str, str]]]:
+    """One split: ``records`` encoded into ``dst/.<split>.partial/encoded`` (kept there, so an
+    interrupted run restarts where it stopped), the readable ones optimised into chunks (by
+    ``litdata.optimize``), the unreadable ones listed in ``dst/<split>.failed.txt``, and the
+    chunks renamed to ``dst/<split>``: the split's completion marker. Returns the number of
+    videos written and the failures ``(id, reason)``."""
+    from litdata import optimize
+
+    partial_dir = dst / f".{split}.partial"
+    work = partial_dir / "encoded"
+    work.mkdir(parents=True, exist_ok=True)
+    encode = partial(_encode_one, work=str(work), short_side=short_side, encoding=encoding)
+    items = [(i, r.path) for i, r in enumerate(records)]
+    failures = dict(parallel_map(encode, items, num_workers, f"shard {split}", progress))
+    failed = [(_rel(records[i].path, src), why) for i, why in failures.items() if why]
+    good = [(i, _rel(r.path, src), r.label, r.path) for i, r in enumerate(records)
+            if not failures[i]]  # fmt: skip
+    chunks = partial_dir / "chunks"
+    shutil.rmtree(chunks, ignore_errors=True)  # an interrupted optimize starts over
+    if good:
+        with keep_start_method():
+            optimize(fn=partial(_sample, work=str(work)), inputs=good,
+                     output_dir=str(chunks), chunk_bytes=chunk_bytes, num_workers=1,
+                     reorder_files=False, keep_data_ordered=True, mode="overwrite",
+                     verbose=False, start_method="fork")  # fmt: skip
+    else:
+        chunks.mkdir()
+        (chunks / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
+    failed_file = dst / f"{split}.failed.txt"
+    if failed:  # no empty lists: the file's presence means something failed
+        failed_file.write_text("".join(f"{p}\t{w}\n" for p, w in failed))
+    else:
+        failed_file.unlink(missing_ok=True)
+    os.replace(chunks, dst / split)  # the split's completion marker: <split>/index.json
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    return len(good), failed
 
 
 def _write_remote(src_root: str | Path, url: str, options: dict | None,
@@ -293,7 +345,7 @@ def _write_remote(src_root: str | Path, url: str, options: dict | None,
     todo = set(SPLITS) - done
     report = ShardReport(done_before=sorted(done, key=SPLITS.index))
     if todo:
-        staged = write_shards(src_root, local, only=todo, **kwargs)
+        staged = _write_local(src_root, local, todo, **kwargs)
         report.written, report.failed = staged.written, staged.failed
         report.missing = staged.missing
     meta = _read_partial_meta(_output_dir(local)) if todo else remote_meta

@@ -205,7 +205,7 @@ class ShardSource:
                 max_retries: int, seed: int):  # fmt: skip
         """The LitData stream of ``stage``'s split (imports litdata)."""
         from lightning_tsf.data.shard_format import split_dir
-        from lightning_tsf.data.storage import input_dir
+        from lightning_tsf.data.stream_input import input_dir
         from lightning_tsf.data.streaming import ShardVideoDataset
 
         info = self._split(stage)
@@ -221,7 +221,8 @@ class ShardSource:
     def loader(self, stage: str, dataset, plan: LoaderPlan):
         """LitData's loader: training batches of ``batch_size`` clips (the last partial one
         dropped: the exact global batch), resumable; evaluation batches of whole videos."""
-        from lightning_tsf.data.storage import is_remote, storage_options, worker_init
+        from lightning_tsf.data.storage import is_remote, storage_options
+        from lightning_tsf.data.stream_input import worker_init
         from lightning_tsf.data.streaming import ShardLoader
 
         train = stage == "train"
@@ -267,7 +268,8 @@ def pick_source(data_root: str, format: str, annotations: AnnotationOptions,
     ``data_root`` holds a ``shards.json`` or is an object-storage URL, else files. An
     object-storage URL is checked here (bucket, credentials, endpoint), the one place."""
     from lightning_tsf.data.shard_format import is_shard_folder, split_dir
-    from lightning_tsf.data.storage import check_remote, check_stream, is_remote, storage_options
+    from lightning_tsf.data.storage import check_remote, is_remote, storage_options
+    from lightning_tsf.data.stream_input import check_stream
 
     if storage.source not in (None, "files", "shards"):
         raise ValueError(f"data.storage.source={storage.source!r}; expected 'files', 'shards' "

@@ -26,7 +26,7 @@ from lightning_tsf.data.clips import ViewSpec
 from lightning_tsf.data.decode import VideoDecodeError
 from lightning_tsf.data.items import ClipItems, Video, VideoItem, VideoSample, item_seeds
 from lightning_tsf.data.shard_format import verify_sample
-from lightning_tsf.data.storage import as_storage_error
+from lightning_tsf.data.storage_faults import as_storage_error
 from lightning_tsf.data.transforms import TrainTransform
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ShardVideoDataset(StreamingDataset):
     ) -> None:
         items = ClipItems(spec, train=train, transform=transform,
                           max_decode_retries=max_decode_retries)  # fmt: skip
-        # ``stream``: where and how to read (storage.input_dir: cache_dir, max_cache_size,
+        # ``stream``: where and how to read (stream_input.input_dir: cache_dir, max_cache_size,
         # storage_options for object storage)
         super().__init__(input_dir, shuffle=train, drop_last=train, seed=seed, **stream)
         self.items = items
