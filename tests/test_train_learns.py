@@ -16,9 +16,6 @@ zero or if labels were paired with the wrong clips: the accuracy would stay at c
 
 from __future__ import annotations
 
-import copy
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +66,9 @@ def demo_recipe() -> tuple[dict, dict, dict]:
 
 def classifier(scheme: str, **model_changes: Any) -> VideoClassifier:
     net_args, model, shipped = demo_recipe()
-    net_args.update(NET, attention_type=scheme, img_size=SIZE, num_frames=FRAMES, num_classes=CLASSES)
+    net_args.update(
+        NET, attention_type=scheme, img_size=SIZE, num_frames=FRAMES, num_classes=CLASSES
+    )
     # the warm-up keeps its share of the run (the demo: 4 of 40 epochs)
     recipe = dict(lr=LR, warmup_epochs=model["warmup_epochs"] * EPOCHS / shipped["max_epochs"])
     torch.manual_seed(0)
