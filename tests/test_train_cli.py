@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import run_overrides
 
 from lightning_tsf.commands.lightning import TSFCLI, cli_main
 from lightning_tsf.configs import config_path
-from lightning_tsf.models import TimeSformer, load_checkpoint
+from lightning_tsf.models import TimeSformer, load_checkpoint, zoo
 
 ROOT = Path(__file__).parents[1]
 DEMO = config_path()  # ships inside the package
@@ -54,19 +57,57 @@ def test_generate_reproduces_committed_files(monkeypatch: pytest.MonkeyPatch) ->
         assert path.read_text() == text, f"{path} differs from what generate.py writes"
 
 
+@pytest.fixture
+def shipped_data(tiny_synthetic, ssv2_synthetic, folder_synthetic, tiny_shards) -> dict:
+    """The data root of each shipped data format (shards: ``tsf shard``'s output)."""
+    return {"kinetics": tiny_synthetic, "ssv2": ssv2_synthetic, "folder": folder_synthetic,
+            "shards": tiny_shards}  # fmt: skip
+
+
+def _shipped(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())
+
+
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_experiment_fast_dev_run(
-    config: Path, tiny_overrides: Callable[[Path], list[str]], tmp_path: Path,
-    request: pytest.FixtureRequest,
+def test_experiment_runs_as_shipped(
+    config: Path, shipped_data: dict, zoo_mirror, tmp_path: Path, monkeypatch
 ) -> None:
-    args = ["--config", str(config), *tiny_overrides(tmp_path), "--trainer.fast_dev_run=true"]
-    if config.stem.endswith("_shards"):  # the same tiny data, as `tsf shard` writes it
-        args.append(f"--data.data_root={request.getfixturevalue('tiny_shards')}")
-    cli = TSFCLI(args=args, run=False)
+    """Every experiment file trains (one step of its recipe, one validation batch, its
+    checkpoint callback and logger) with only its data path and sizes changed
+    (``conftest.run_overrides``): SSv2 files on SSv2-format data, the fine-tune file on a
+    folder dataset from its official-layout ``zoo:`` file, paper files from their ``zoo:``
+    ImageNet weights, all fetched from a loopback mirror, at their real network sizes."""
+    url, cache, states = zoo_mirror
+    monkeypatch.setenv(zoo.MIRROR_ENV, url)
+    monkeypatch.setenv(zoo.CACHE_ENV, str(cache))
+    shipped = _shipped(config)
+    kind = "shards" if config.stem.endswith("_shards") else shipped["data"]["format"]
+    net_args = shipped["model"]["net"]["init_args"]
+    frames = 2 if net_args["patch_size"] == 16 else None  # ViT-B: 2 frames keep it cheap
+    run = tmp_path / "run"
+    cli = TSFCLI(args=["--config", str(config),
+                       *run_overrides(shipped_data[kind], run, frames=frames, batches=1)],
+                 run=False)  # fmt: skip
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.state.finished
-    assert cli.model.net.num_classes == cli.datamodule.num_classes == 4
-    assert cli.model.hparams.class_names == cli.datamodule.class_names
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    net, data = cli.model.net, cli.datamodule
+    # as shipped: the network, the data format and sampler, the recipe
+    for key in ("embed_dim", "depth", "num_heads", "patch_size", "attention_type"):
+        assert getattr(net, key) == net_args[key], key
+    for key in ("format", "sampler", "horizontal_flip", "video_ext"):
+        assert data.hparams[key] == shipped["data"].get(key, data.hparams[key]), key
+    assert net.num_classes == data.num_classes == 4
+    assert cli.model.hparams.class_names == data.class_names
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    spec = shipped["model"].get("pretrained")
+    if spec:  # the zoo file was fetched from the mirror and loaded (one SGD step moved little)
+        name = spec.removeprefix(zoo.PREFIX)
+        assert cli.model.pretrained_from.path == cache / zoo.ZOO[name].file
+        want = states[name]["blocks.0.attn.qkv.weight"]
+        torch.testing.assert_close(net.blocks[0].attn.qkv.weight.detach(), want, atol=2e-3,
+                                   rtol=0)  # fmt: skip
+    shutil.rmtree(run)  # ViT-B checkpoints are ~1 GB each
 
 
 def _error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
