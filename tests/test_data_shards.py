@@ -138,7 +138,7 @@ def test_shards_fit_then_ddp_test_counts_each_video_once(
     assert cli_main(["fit", *args, *fit]) == 0
     ckpt = str(next((tmp_path / "checkpoints").glob("last.ckpt")))
     results = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+    for devices, strategy in ((1, "auto"), (2, "ddp_fork")):
         cli = TSFCLI(args=[*args, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
                      run=False)  # fmt: skip
         (results[devices],) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)

@@ -39,7 +39,7 @@ def test_predict_keeps_views_together(base: list[str], tmp_path: Path) -> None:
     assert cli_main(["fit", *base, "--trainer.max_epochs=1"]) == 0
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     outputs = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+    for devices, strategy in ((1, "auto"), (2, "ddp_fork")):
         out = tmp_path / f"pred{devices}" / "p.jsonl"
         args = [*base, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
                 "--trainer.callbacks+=lightning_tsf.train.callbacks.PredictionWriter",
@@ -68,7 +68,7 @@ def test_validation_with_an_all_broken_rank(base: list[str], tiny_synthetic: Pat
                 if line][4:]:  # fmt: skip
         write_broken(data / rel, "text")
     args = [*base, f"--data.data_root={data}", "--trainer.devices=2",
-            "--trainer.strategy=ddp_spawn", "--trainer.max_epochs=1"]  # fmt: skip
+            "--trainer.strategy=ddp_fork", "--trainer.max_epochs=1"]  # fmt: skip
     code = ("import sys; from lightning_tsf.commands.lightning import cli_main;"
             "sys.exit(cli_main(['fit', *sys.argv[1:]]))")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
