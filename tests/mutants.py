@@ -43,6 +43,13 @@ def optimizer_noop(mp: pytest.MonkeyPatch) -> None:
         mp.setattr(cls, "step", _count(step))
 
 
+def lr_zero(mp: pytest.MonkeyPatch) -> None:
+    """The learning-rate schedule stays at zero (every multiplier 0)."""
+    from lightning_tsf.train.optim import LRSchedule
+
+    mp.setattr(LRSchedule, "__call__", _count(lambda self, step: 0.0))
+
+
 def labels_rolled(mp: pytest.MonkeyPatch) -> None:
     """The loaders' default collation pairs each clip with the next clip's label (labels
     rolled by one within the batch)."""
@@ -94,7 +101,8 @@ def time_attention_skipped(mp: pytest.MonkeyPatch) -> None:
 
 
 MUTANTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
-    f.__name__: f for f in (optimizer_noop, labels_rolled, frames_reversed, time_attention_skipped)
+    f.__name__: f
+    for f in (optimizer_noop, lr_zero, labels_rolled, frames_reversed, time_attention_skipped)
 }
 _patch = pytest.MonkeyPatch()
 

@@ -25,6 +25,7 @@ STEP = "tests/test_train_learns.py::test_one_step_moves_what_the_recipe_says_and
 # mutant -> the tests that must catch it, cheap enough for every CI run
 KILLERS = {
     "optimizer_noop": [STEP],
+    "lr_zero": [STEP],
     "labels_rolled": ["tests/test_data_datamodule.py::test_kinetics_frames_labels_and_batch_types"],
     "frames_reversed": ["tests/test_data_readers.py::test_readers_return_the_indexed_frames"],
     "time_attention_skipped": ["tests/test_model.py::test_every_parameter_gets_a_gradient"],
@@ -32,6 +33,7 @@ KILLERS = {
 # slower second opinions, with TSF_MUTANTS_FULL=1 (the training run; transformers' import)
 MORE = {
     "optimizer_noop": [LEARNS],
+    "lr_zero": [LEARNS],
     "labels_rolled": [LEARNS],
     "time_attention_skipped": ["tests/test_hf_equality.py::test_logits_equal_hf", LEARNS],
 }
