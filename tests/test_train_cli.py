@@ -126,9 +126,14 @@ def test_experiment_trains_as_shipped(
     checkpoint callback and logger) with only its data path and sizes changed: the fine-tune
     file on a folder dataset from the official-layout K400 ``zoo:`` file, fetched from a
     loopback mirror and loaded into the real ViT-B, its 400-class head replaced."""
+    import wandb
+
     run = tmp_path / "run"
     cli = _shipped_cli(config, shipped_data, run, zoo_mirror, monkeypatch)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    finally:
+        wandb.finish()  # as `tsf fit` ends its run: a later logger must not reuse this one
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     _as_shipped(cli, config)
     assert (run / "checkpoints" / "last.ckpt").is_file()
