@@ -192,7 +192,9 @@ def test_a_checkpoint_of_another_clip_size_loads_as_its_model_runs_it(kind):
     state = big.state_dict()
     ckpt = {"model_state": state} if kind == "official" else {
         "state_dict": {f"net.{k}": v for k, v in state.items()}}  # fmt: skip
-    report = load_checkpoint(small, ckpt, kind=kind)
+    with pytest.raises(CheckpointError, match="pos_embed 1x17x32 vs model 1x5x32"):
+        load_checkpoint(small, ckpt, kind=kind)  # by default: refused (export, zoo checks)
+    report = load_checkpoint(small, ckpt, kind=kind, resize_embeddings=True)
     assert "pos_embed (resized 4x4 -> 2x2, nearest)" in report.initialised
     assert "time_embed (resized 4 -> 2 frames, nearest)" in report.initialised
     x = torch.randn(2, 3, 2, 16, 16)

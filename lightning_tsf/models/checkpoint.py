@@ -310,6 +310,7 @@ def load_checkpoint(
     kind: str = "auto",
     strict: bool = True,
     replace_head: bool = True,
+    resize_embeddings: bool = False,
 ) -> LoadReport:
     """Load weights from a file or an in-memory checkpoint into ``model``.
 
@@ -319,6 +320,9 @@ def load_checkpoint(
     ``replace_head``: a checkpoint of any kind whose head has another class count than the
     model (fine-tuning K400 weights on 3 classes) keeps the model's freshly initialised head
     and says so in the report; False refuses with a :class:`CheckpointError`.
+    ``resize_embeddings``: a video checkpoint of another clip size (fine-tuning) has its
+    ``pos_embed``/``time_embed`` resized as the forward resizes them; False (export, the zoo's
+    check) refuses the mismatch, so a file is never silently run at a size it does not have.
     Returns a :class:`LoadReport`.
     """
     if kind not in KINDS:
@@ -357,7 +361,7 @@ def load_checkpoint(
         extra = [k for k in state if k not in target]
         report.dropped += extra  # e.g. pre_logits.*, fc_norm.*: ImageNet-only layers
         state = {k: v for k, v in state.items() if k in target}
-    else:
+    elif resize_embeddings:
         state = _resize_embeddings(state, model, report)
 
     report.missing = sorted(k for k in target if k not in state)
