@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from lightning_tsf.data.annotations import VideoRecord
+from lightning_tsf.data.clips import ViewSpec, read_views, spatial_view, temporal_view
 from lightning_tsf.data.dataset import VideoDataset
 from lightning_tsf.data.encode import VideoWriter
 from lightning_tsf.data.loader import loader_throughput
 from lightning_tsf.data.prepare import Encoding, reencode_video
 from lightning_tsf.data.transforms import TrainTransform
-from lightning_tsf.data.views import ViewSpec, read_views, spatial_view, temporal_view
 
 K400 = ViewSpec(sampler="dense", num_frames=8, sampling_rate=32, crop_size=224)
 

@@ -57,11 +57,14 @@ TINY = dict(num_frames=4, sampling_rate=1, crop_size=32, train_scale=(32, 36))
 
 
 def module(root: str, settings: dict, **kwargs):
+    """A DataModule with options by name, put in their groups by the DataModule's table."""
     from lightning_tsf.data.datamodule import VideoDataModule
+    from lightning_tsf.data.options import upgrade
 
-    return VideoDataModule(data_root=root, batch_size=kwargs.pop("batch_size", 4),
-                           num_workers=0, pin_memory=False, seed=0, **settings,
-                           **kwargs)  # fmt: skip
+    grouped, _ = upgrade({"data_root": root, "batch_size": kwargs.pop("batch_size", 4),
+                          "num_workers": 0, "pin_memory": False, "seed": 0, **settings,
+                          **kwargs})  # fmt: skip
+    return VideoDataModule(**grouped)
 
 
 def run_epoch(dm) -> int:

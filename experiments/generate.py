@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from lightning_tsf.configs import DEMO, config_path
+from lightning_tsf.data.options import upgrade
 from lightning_tsf.models import BLOCKS, PRESETS
 
 HERE = Path(__file__).parent
@@ -293,7 +294,11 @@ def output_path(name: str) -> Path:
 
 
 def render(name: str, comment: str, cfg: dict) -> str:
-    """The YAML text of one experiment file, with its header comment."""
+    """The YAML text of one experiment file, with its header comment. The tables here set data
+    options by name; they are written in their groups (``data.clips.num_frames``) by the
+    DataModule's own rule (:func:`lightning_tsf.data.options.upgrade`)."""
+    data, _ = upgrade(cfg["data"])
+    cfg = {**cfg, "data": data}
     text = yaml.safe_dump({"seed_everything": 0, **cfg}, sort_keys=False, width=100)
     path = output_path(name).resolve().relative_to(HERE.resolve().parent)
     run = "tsf demo" if f"{name}.yaml" == DEMO else f"tsf fit --config {path}"

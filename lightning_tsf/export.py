@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from lightning_tsf.data.inputs import InputConfig
 from lightning_tsf.inference import load_model
 from lightning_tsf.models import TimeSformer
+from lightning_tsf.models.names import EXPORT_FORMATS
 
 
 @contextmanager
@@ -42,7 +43,7 @@ def uncompiled(module: nn.Module) -> Iterator[nn.Module]:
             m._compiled_call_impl = call
 
 
-FORMATS = ("onnx", "torch-export")
+FORMATS = EXPORT_FORMATS
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis (torch.export needs a finite one)
 _EXTRA = "pip install 'lightning-tsf[export]'"

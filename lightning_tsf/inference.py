@@ -21,7 +21,9 @@ from torch import Tensor
 from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, read_kinetics_csv
 from lightning_tsf.data.dataset import VideoBatch, decode_error_line
 from lightning_tsf.data.decode import VideoDecodeError
-from lightning_tsf.data.inputs import InputConfig, official_input_config, resolve_input_config
+from lightning_tsf.data.inputs import InputConfig, official_input_config
+from lightning_tsf.data.options import record_from_hparams
+from lightning_tsf.data.shard_format import is_shard_folder
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
 from lightning_tsf.data.views import VideoScores, ViewAccumulator, ViewSpec, read_views
 from lightning_tsf.models import TimeSformer, create_model, load_checkpoint, zoo
@@ -35,7 +37,6 @@ from lightning_tsf.models.checkpoint import (
 from lightning_tsf.models.presets import preset_of
 
 _MODEL_ARGS = set(inspect.signature(TimeSformer.__init__).parameters) - {"self"}
-_DATA_ARGS = set(inspect.signature(resolve_input_config).parameters)
 
 
 @dataclass
@@ -121,11 +122,7 @@ def read_input_config(
     names = obj.get("hyper_parameters", {}).get("class_names") or []
     data_hp = obj.get("datamodule_hyper_parameters")
     if isinstance(data_hp, Mapping) and data_hp:
-        kwargs = {k: v for k, v in data_hp.items() if k in _DATA_ARGS and v is not None}
-        kwargs.setdefault("format", "kinetics")  # the DataModule's default
-        return resolve_input_config(
-            **{**kwargs, "class_names": names, "scheme": scheme, "preset": preset}
-        )
+        return record_from_hparams(data_hp, names, scheme=scheme, preset=preset)
     for entry in zoo.ZOO.values():
         if entry.file == name:
             return entry.input_config
@@ -207,6 +204,11 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for item in inputs:
         p = Path(item)
+        if is_shard_folder(item):
+            raise NoVideosError(
+                f"{item}: a `tsf shard` output, not video files; score it with `tsf predict "
+                f"--config X.yaml --data.data_root={item} --ckpt_path CKPT` (or `tsf test`)"
+            )
         if p.is_dir():
             files = [f for f in sorted(p.rglob("*")) if f.suffix.lower() in VIDEO_EXTENSIONS]
             found = [(str(f), -1) for f in files if f.is_file()]
@@ -226,45 +228,11 @@ def collect_videos(inputs: Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
-class VideoViews(torch.utils.data.Dataset):
-    """Map-style dataset over a list of videos for a DataLoader: item ``i`` is
-    ``{"index": i, "views": (V, T, C, S, S) uint8, "error": ""}``, or empty ``views`` and the
-    one-line :func:`error_line` when the video cannot be decoded (so a worker never dies on a
-    bad file and the video keeps its place). Holds only paths: each worker opens its readers
-    itself, in ``__getitem__``."""
-
-    def __init__(self, paths: Sequence[str], spec: ViewSpec) -> None:
-        self.paths = list(paths)
-        self.spec = spec
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            views, error = read_views(self.paths[index], self.spec), ""
-        except Exception as err:  # any undecodable file: reported in its place
-            views, error = torch.zeros(0, dtype=torch.uint8), error_line(err)
-        return {"index": index, "views": views, "error": error}
-
-
-def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Several :class:`VideoViews` items as one DataLoader batch, put together in the worker:
-    their indices, errors, view counts and all their views in one tensor (one transfer
-    between processes, one pinned copy, instead of one per video)."""
-    views = [item["views"] for item in items if not item["error"]]
-    return {
-        "index": [item["index"] for item in items],
-        "error": [item["error"] for item in items],
-        "count": [0 if item["error"] else len(item["views"]) for item in items],
-        "views": torch.cat(views) if views else torch.zeros(0, dtype=torch.uint8),
-    }
-
-
 def load_views(
     path: str, spec: ViewSpec, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[Tensor, np.ndarray]:
-    """Decode the views of one video for the model.
+    """Decode the views of one video for the model, outside any loader (the demo's pictures;
+    tests' independent reference for the dataset path's views).
 
     Returns ``(views, frames)``: ``(V, C, T, S, S)`` clips normalised with ``mean``/``std`` in
     view order and the uint8 frames ``(T, S, S, 3)`` of the centre view, for overlays. Raises

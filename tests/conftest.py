@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,11 +174,11 @@ def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
     return [
         *run_overrides(root, run_dir),
         "--data.format=kinetics",
-        "--data.video_dir=",
-        "--data.num_frames=4",
-        "--data.sampling_rate=4",
+        "--data.annotations.video_dir=",
+        "--data.clips.num_frames=4",
+        "--data.clips.sampling_rate=4",
         "--data.num_workers=0",
-        "--data.pin_memory=false",
+        "--data.loader.pin_memory=false",
         f"{net}patch_size=8",
         f"{net}embed_dim=16",
         f"{net}depth=1",
@@ -194,14 +195,14 @@ def run_overrides(
     folder and sizes (clip size, ``frames``, batch; one epoch of ``batches`` batches), the
     accelerator pinned to the CPU. Nothing that switches a feature off: the data format, video
     folder, sampler, flip, network, ``zoo:`` weights, logger and callbacks stay as shipped."""
-    sizes = [] if frames is None else [f"--data.num_frames={frames}"]
+    sizes = [] if frames is None else [f"--data.clips.num_frames={frames}"]
     if batches is not None:
         sizes += ["--trainer.max_epochs=1", f"--trainer.limit_train_batches={batches}",
                   f"--trainer.limit_val_batches={batches}"]  # fmt: skip
     return [
         f"--data.data_root={root}",
-        "--data.crop_size=32",
-        "--data.train_scale=[32, 36]",
+        "--data.clips.crop_size=32",
+        "--data.clips.train_scale=[32, 36]",
         "--data.batch_size=2",
         *sizes,
         "--trainer.accelerator=cpu",
@@ -233,6 +234,16 @@ def tiny_hf_model(num_labels: int):
             if "time_embeddings" in name or "temporal_dense" in name:
                 param.normal_(0, 0.3)
     return hf
+
+
+def data_module(data_root: str | Path, **options: Any):
+    """A ``VideoDataModule`` with its options given by name (``num_frames=4``), put in their
+    groups by the DataModule's own table (:func:`lightning_tsf.data.options.upgrade`)."""
+    from lightning_tsf.data.datamodule import VideoDataModule
+    from lightning_tsf.data.options import upgrade
+
+    grouped, _ = upgrade({"data_root": str(data_root), **options})
+    return VideoDataModule(**grouped)
 
 
 # ---------------------------------------------------------------- shipped experiment files

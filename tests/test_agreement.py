@@ -32,7 +32,7 @@ TINY = [f"{NET}patch_size=8", f"{NET}embed_dim=64", f"{NET}depth=2", f"{NET}num_
 def data_args(root: Path, run: Path, *extra: str) -> list[str]:
     """The demo config shrunk to a CPU-sized model on ``root`` (data paths and sizes only)."""
     return ["--config", str(config_path(DEMO)), f"--data.data_root={root}",
-            "--data.num_frames=4", "--data.crop_size=32", "--data.batch_size=3",
+            "--data.clips.num_frames=4", "--data.clips.crop_size=32", "--data.batch_size=3",
             "--data.num_workers=0", "--model.pretrained=null", "--trainer.accelerator=cpu",
             "--trainer.devices=1", f"--trainer.default_root_dir={run}",
             *TINY, *extra]  # fmt: skip
@@ -101,8 +101,8 @@ def test_kinetics_checkpoint_every_path_agrees(tiny_synthetic: Path, tmp_path: P
                                                crops: int) -> None:  # fmt: skip
     """The 1-crop checkpoint's record says short side 40 (``train_scale[0]``, the official
     1-crop test), not the crop size; the 3-crop one, 3 crops at short side 32."""
-    args = data_args(tiny_synthetic, tmp_path / "run", "--data.train_scale=[40, 48]")
-    ckpt = fit([*args, f"--data.num_spatial_crops={crops}"])
+    args = data_args(tiny_synthetic, tmp_path / "run", "--data.clips.train_scale=[40, 48]")
+    ckpt = fit([*args, f"--data.clips.num_spatial_crops={crops}"])
     record = torch.load(ckpt, weights_only=True)["input_config"]
     side = {1: 40, 3: 32}[crops]
     assert (record["num_spatial_crops"], record["test_short_side"]) == (crops, side)
@@ -140,9 +140,9 @@ def ssv2_layout(synthetic: Path, root: Path) -> Path:
 def test_ssv2_checkpoint_every_path_agrees(tiny_synthetic: Path, tmp_path: Path) -> None:
     """SSv2: segment sampling and 3 crops at short side = crop, from the record."""
     root = ssv2_layout(tiny_synthetic, tmp_path / "ssv2")
-    args = data_args(root, tmp_path / "run", "--data.format=ssv2", "--data.sampler=null",
-                     "--data.video_ext=.mp4",
-                     "--data.train_scale=[40, 48]")  # fmt: skip
+    args = data_args(root, tmp_path / "run", "--data.format=ssv2", "--data.clips.sampler=null",
+                     "--data.annotations.video_ext=.mp4",
+                     "--data.clips.train_scale=[40, 48]")  # fmt: skip
     ckpt = fit(args)
     record = torch.load(ckpt, weights_only=True)["input_config"]
     assert (record["sampler"], record["num_spatial_crops"], record["test_short_side"]) == (
@@ -165,8 +165,8 @@ def test_official_layout_file_every_path_agrees(tiny_synthetic: Path, tmp_path: 
     official = tmp_path / "joint.pyth"
     torch.save({"model_state": {f"model.{k}": v for k, v in net.state_dict().items()},
                 "epoch": 1}, official)  # fmt: skip
-    args = data_args(tiny_synthetic, tmp_path / "run", "--data.sampler=dense",
-                     "--data.sampling_rate=64", f"{NET}attention_type=joint_space_time")
+    args = data_args(tiny_synthetic, tmp_path / "run", "--data.clips.sampler=dense",
+                     "--data.clips.sampling_rate=64", f"{NET}attention_type=joint_space_time")
     paths = every_path(args, [f"--model.pretrained={official}",
                               "--model.pretrained_kind=official"], tmp_path, 4)  # fmt: skip
     paths |= files_paths(str(official), paths["videos"], tmp_path, 4)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from lightning_tsf.cli import main as tsf
 
 SMOKE = Path(__file__).parents[1] / "experiments" / "smoke_cpu.yaml"
@@ -33,7 +35,10 @@ def test_bench_data_loader_and_step(tiny_synthetic: Path, capsys) -> None:
     # the ms are printed rounded: the share lies between what the rounding bounds allow
     assert 100 * (decode - 0.5) / (step_ms + 0.5) - 1 <= pct <= 100 * (decode + 0.5) / max(
         step_ms - 0.5, 0.5) + 1, out  # fmt: skip
-    assert re.search(r"workers to use: \d+", out)
+    # a count to use is one it measured; any other is an estimate with the command to measure
+    use = re.search(r"workers to use: (\d+), as measured", out)
+    assert (use and use.group(1) == "1") or re.search(r"measure it with --workers \d+", out) \
+        or "more cores" in out, out
     assert re.search(r"sampled 5 training videos: 32x32 \w+; keyframe every \d+-\d+ frames; "
                      r"0 prepared", out)  # fmt: skip
     assert re.search(r"tsf prepare SRC DST .* about [\d.]+-[\d.]+x fewer pixels", out)
@@ -56,3 +61,33 @@ def test_bench_data_errors(tmp_path: Path, capsys) -> None:
     assert "nope.yaml" in capsys.readouterr().err
     assert tsf(["bench-data", "--config", str(config), "--model.no_such_option=1"]) == 2
     assert "no_such_option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+@pytest.mark.parametrize(
+    ("workers", "clips_per_s", "step_s", "expect"),
+    [
+        (2, 100.0, 0.1, "workers to use: 2, as measured"),  # 8 clips/step needed, 10 made
+        (1, 50.0, 0.1, "measure it with --workers 2"),  # a batch is 160 ms of one core
+        (2, 8.0, 0.01, "more cores"),  # 4 clips/s per worker, 8 per 10 ms: 200 workers
+    ],
+)
+def test_bench_data_advice_is_consistent(monkeypatch: pytest.MonkeyPatch, prepared: bool,
+                                         workers: int, clips_per_s: float, step_s: float,
+                                         expect: str) -> None:  # fmt: skip
+    """The advice never recommends a worker count it did not measure, names the cores as
+    they are (one left to the training process), and offers ``tsf prepare`` only for
+    sources that are not prepared already."""
+    from lightning_tsf.commands import bench
+    from lightning_tsf.data.loader import LoaderRate
+
+    monkeypatch.setattr(bench, "usable_cpus", lambda: 4)
+    rate = LoaderRate(clips=round(clips_per_s * 10), seconds=10.0, workers=workers,
+                      startup_seconds=1.0)  # fmt: skip
+    text = "\n".join(bench.advice(rate, step_s, 8, "GPU", prepared))
+    assert expect in text, text
+    for n in re.findall(r"workers to use: (\d+)", text):
+        assert int(n) == workers, text
+    assert ("tsf prepare" in text) == (expect == "more cores" and not prepared), text
+    if "as measured" not in text:  # one core runs the training process
+        assert "3 of the 4 cores here are free for workers" in text, text

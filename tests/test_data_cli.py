@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BROKEN_KINDS, frame_ids, write_broken
+from conftest import BROKEN_KINDS, data_module, frame_ids, write_broken
 
 from lightning_tsf.cli import main as tsf
-from lightning_tsf.data import VideoDataModule, make_reader
+from lightning_tsf.data import make_reader
 from lightning_tsf.data.synthetic import class_steps, make_synthetic_dataset, render_video
 
 
@@ -26,7 +26,7 @@ def test_check_videos_lists_unreadable(kinetics_root, capsys, tmp_path):
     )
     assert "9/14 videos readable, 5 unreadable" in err
     assert len(report.read_text().splitlines()) == 5
-    dm = VideoDataModule(str(kinetics_root), num_workers=0)
+    dm = data_module(str(kinetics_root), num_workers=0)
     assert len(dm.check_videos(("val",))) == 5
 
 
@@ -55,7 +55,7 @@ def test_prepare_rescales_resumes_and_reports(tmp_path, make_video, capsys):
     assert tsf(args) == 1  # resumed: nothing redone
     assert "converted 0, already done 2" in capsys.readouterr().err
     assert (dst / "videos" / "a.mp4").stat().st_mtime_ns == mtime
-    dm = VideoDataModule(str(dst), num_workers=0)  # same annotation files, new root
+    dm = data_module(str(dst), num_workers=0)  # same annotation files, new root
     assert [r.path for r in dm.records("train")][1] == str(dst / "videos" / "b.webm")
     assert tsf(["prepare", str(src), str(src / "out")]) == 2  # never inside the source
 
@@ -93,7 +93,7 @@ def test_make_synthetic_dataset(tmp_path, capsys):
     mtime = (root / rel).stat().st_mtime_ns
     make_synthetic_dataset(root, num_train=8, num_val=4, num_test=4)  # idempotent
     assert (root / rel).stat().st_mtime_ns == mtime
-    dm = VideoDataModule(str(root), num_workers=0)
+    dm = data_module(str(root), num_workers=0)
     assert dm.class_names == ["move_right", "move_left", "move_down", "move_up"]
 
 

@@ -6,11 +6,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BROKEN_KINDS, DECODE_TOLERANCE, frame_ids, video_frames, write_broken
+from conftest import (
+    BROKEN_KINDS,
+    DECODE_TOLERANCE,
+    data_module,
+    frame_ids,
+    video_frames,
+    write_broken,
+)
 
 from lightning_tsf.data import (
     DistributedEvalSampler,
-    VideoDataModule,
     VideoDataset,
     VideoRecord,
     ViewSpec,
@@ -33,7 +39,7 @@ def check_eval_clip(clip: torch.Tensor, indices: np.ndarray, length: int) -> Non
 
 
 def test_kinetics_frames_labels_and_batch_types(kinetics_root):
-    dm = VideoDataModule(
+    dm = data_module(
         str(kinetics_root), num_frames=4, sampling_rate=5, num_spatial_crops=1, **SMALL
     )
     assert dm.num_classes == 2 and dm.class_names == ["left", "right"]
@@ -52,13 +58,13 @@ def test_kinetics_comma_and_header_and_no_class_file(tmp_path, make_video):
     make_video("a b.mp4")  # a space in the name works with a comma separator
     (tmp_path / "train.csv").write_text("path,label\na b.mp4,2\n")
     (tmp_path / "val.csv").write_text("a b.mp4,0\n")
-    dm = VideoDataModule(str(tmp_path), **SMALL)
+    dm = data_module(str(tmp_path), **SMALL)
     assert dm.num_classes == 3 and dm.class_names == ["0", "1", "2"]
     assert [r.label for r in dm.records("train")] == [2]
 
 
 def test_ssv2_templates_segment_sampling_and_no_flip(ssv2_root):
-    dm = VideoDataModule(str(ssv2_root), format="ssv2", num_frames=4, num_spatial_crops=1, **SMALL)
+    dm = data_module(str(ssv2_root), format="ssv2", num_frames=4, num_spatial_crops=1, **SMALL)
     assert dm.input_config.sampler == "segment" and dm.horizontal_flip is False
     assert dm.class_names[1] == "Putting something on a surface"
     dm.setup("fit")
@@ -75,7 +81,7 @@ def test_folder_format(tmp_path, make_video):
     for split in ("train", "val"):
         for cls in ("jump", "run", "walk"):
             make_video(f"{split}/{cls}/{cls}0.mp4", num_frames=12)
-    dm = VideoDataModule(
+    dm = data_module(
         str(tmp_path), format="folder", num_frames=4, sampling_rate=2, num_spatial_crops=1, **SMALL
     )
     assert dm.class_names == ["jump", "run", "walk"] and dm.horizontal_flip is True
@@ -85,20 +91,23 @@ def test_folder_format(tmp_path, make_video):
     check_eval_clip(batch["video"][2], dense_indices(12, 4, 2, train=False), 12)
 
 
-def test_missing_paths_fail_at_init_naming_the_path(tmp_path, kinetics_root):
+def test_nothing_read_at_init_missing_paths_named_at_first_read(tmp_path, kinetics_root):
+    """Building a DataModule reads nothing; the class names (the first read) name the
+    missing path."""
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        VideoDataModule(str(tmp_path / "nowhere"))
+        _ = data_module(str(tmp_path / "nowhere")).class_names
     (kinetics_root / "val.csv").unlink()
+    dm = data_module(str(kinetics_root))  # no error yet: nothing is read in __init__
     with pytest.raises(FileNotFoundError, match="val.csv"):
-        VideoDataModule(str(kinetics_root))
+        _ = dm.num_classes
     with pytest.raises(FileNotFoundError, match="labels.json"):
         (kinetics_root / "validation.json").write_text("[]")
         (kinetics_root / "train.json").write_text("[]")
-        VideoDataModule(str(kinetics_root), format="ssv2")
+        _ = data_module(str(kinetics_root), format="ssv2").class_names
 
 
 def test_multi_view_indices(kinetics_root):
-    dm = VideoDataModule(
+    dm = data_module(
         str(kinetics_root),
         num_frames=2,
         sampling_rate=4,
@@ -108,8 +117,9 @@ def test_multi_view_indices(kinetics_root):
     )
     dm.setup("validate")
     ds = dm.datasets["val"]
-    assert ds.num_videos == 3 and ds.num_views == 6 and len(ds) == 18
+    assert ds.num_videos == 3 and ds.num_views == 6 and len(ds) == 3  # items: whole videos
     batches = list(dm.val_dataloader())
+    assert [len(b["path"]) for b in batches] == [6, 6, 6]  # batch_size 6 // 6 views: 1 video
     video_index = torch.cat([b["video_index"] for b in batches]).tolist()
     view_index = torch.cat([b["view_index"] for b in batches]).tolist()
     assert video_index == [v for v in range(3) for _ in range(6)]
@@ -132,7 +142,7 @@ def add_broken(root, kinds, split):
 
 def test_training_skips_broken_videos_and_counts(kinetics_root, caplog):
     add_broken(kinetics_root, BROKEN_KINDS, "train")
-    dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2, **SMALL)
+    dm = data_module(str(kinetics_root), num_frames=2, sampling_rate=2, **SMALL)
     dm.setup("fit")
     ds = dm.datasets["train"]
     torch.manual_seed(0)
@@ -153,7 +163,7 @@ def test_training_gives_up_after_bounded_retries(tmp_path):
     for split in ("train", "val"):
         write_broken(tmp_path / "zero.mp4", "zero")
         (tmp_path / f"{split}.csv").write_text("zero.mp4 0\n")
-    dm = VideoDataModule(str(tmp_path), max_decode_retries=3, **SMALL)
+    dm = data_module(str(tmp_path), max_decode_retries=3, **SMALL)
     dm.setup("fit")
     with pytest.raises(RuntimeError, match="max_decode_retries=3"):
         dm.datasets["train"][0]
@@ -161,7 +171,7 @@ def test_training_gives_up_after_bounded_retries(tmp_path):
 
 def test_evaluation_reports_broken_videos_never_replaces(kinetics_root):
     add_broken(kinetics_root, BROKEN_KINDS, "val")
-    dm = VideoDataModule(
+    dm = data_module(
         str(kinetics_root), num_frames=2, sampling_rate=2, num_spatial_crops=3, **SMALL
     )
     dm.setup("validate")
@@ -181,7 +191,7 @@ def test_evaluation_reports_broken_videos_never_replaces(kinetics_root):
 @pytest.mark.slow
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers(kinetics_root, context):
-    dm = VideoDataModule(
+    dm = data_module(
         str(kinetics_root),
         num_frames=4,
         sampling_rate=2,
@@ -209,8 +219,8 @@ def test_dataloader_workers(kinetics_root, context):
     [(7, 3, 1, 2), (10, 1, 1, 3), (9, 3, 2, 3), (2, 3, 1, 4), (0, 3, 1, 2)],
 )
 def test_distributed_eval_sampler_whole_videos_once(videos, crops, temporal, replicas):
-    """Every view once over all ranks, and each video's views on one rank (7 videos x 3 views
-    on 2 ranks: 21 items, the middle video is not cut in two)."""
+    """Every video (an evaluation item: all its views) once over all ranks, contiguous
+    chunks whose sizes differ by one at most."""
     spec = ViewSpec(num_spatial_crops=crops, num_temporal_views=temporal)
     records = [VideoRecord(f"v{i}.mp4", 0) for i in range(videos)]
     dataset = VideoDataset(records, spec, train=False)
@@ -220,10 +230,12 @@ def test_distributed_eval_sampler_whole_videos_once(videos, crops, temporal, rep
         sampler = DistributedEvalSampler(dataset, num_replicas=replicas, rank=rank)
         part = list(sampler)
         assert len(part) == len(sampler)
+        assert all(b - a == 1 for a, b in zip(part, part[1:]))  # one contiguous chunk
         for item in part:
-            assert owner.setdefault(item // views, rank) == rank, "a video split over ranks"
+            assert owner.setdefault(item, rank) == rank, "a video on two ranks"
         seen += part
-    assert sorted(seen) == list(range(videos * views))
+    assert sorted(seen) == list(range(videos)) and len(dataset) == videos
+    assert dataset.num_views == views
     sizes = [sum(1 for r in owner.values() if r == rank) for rank in range(replicas)]
     assert max(sizes, default=0) - min(sizes, default=0) <= 1
 
@@ -231,53 +243,51 @@ def test_distributed_eval_sampler_whole_videos_once(videos, crops, temporal, rep
 def test_ssv2_unlabelled_entries_only_for_predict(ssv2_root):
     """SSv2's unlabelled test set can be predicted on, not tested (test scores labels)."""
     (ssv2_root / "test.json").write_text(json.dumps([{"id": "4"}]))
-    dm = VideoDataModule(str(ssv2_root), format="ssv2", predict_split="test.json", **SMALL)
+    dm = data_module(str(ssv2_root), format="ssv2", predict_split="test.json", **SMALL)
     assert [r.label for r in dm.records("predict")] == [-1]
-    dm = VideoDataModule(str(ssv2_root), format="ssv2", test_split="test.json", **SMALL)
+    dm = data_module(str(ssv2_root), format="ssv2", test_split="test.json", **SMALL)
     with pytest.raises(AnnotationError, match=r"test.json: entry \[0\] \(id '4'\): no 'template'"):
         dm.records("test")
 
 
 def test_spatial_crops_share_one_decode(kinetics_root, monkeypatch):
-    """3 crops x 2 temporal clips of each video: one decode per temporal clip, in workers too
-    (evaluation batches hold whole clips: batch_size 4 -> 3)."""
-    import lightning_tsf.data.dataset as dataset_module
+    """3 crops x 2 temporal clips of each video: one decode per temporal clip, in workers too;
+    evaluation batches hold whole videos (batch_size 4 < 6 views: one video per batch)."""
+    import lightning_tsf.data.clips as clips_module
 
     calls = []
-    real = dataset_module.temporal_view
+    real = clips_module.decode_clip
 
-    def counting(path, spec, temporal):
-        calls.append((path, temporal))
-        return real(path, spec, temporal)
+    def counting(source, spec, temporal=0, **kw):
+        calls.append((source.path, temporal))
+        return real(source, spec, temporal, **kw)
 
-    monkeypatch.setattr(dataset_module, "temporal_view", counting)
-    dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2, num_spatial_crops=3,
-                         num_temporal_views=2, **SMALL)  # fmt: skip
-    assert dm.eval_batch_size() == 3
+    monkeypatch.setattr(clips_module, "decode_clip", counting)
+    dm = data_module(str(kinetics_root), num_frames=2, sampling_rate=2, num_spatial_crops=3,
+                     num_temporal_views=2, **SMALL)  # fmt: skip
+    assert dm.eval_videos_per_batch() == 1
     batches = list(dm.test_dataloader())
     assert len(calls) == len(set(calls)) == 2 * 2  # 2 test videos x 2 temporal clips
-    for batch in batches:  # every batch is one whole temporal clip: its 3 crops
-        clips = {(v, w // 3) for v, w in zip(batch["video_index"].tolist(),
-                                             batch["view_index"].tolist())}  # fmt: skip
-        assert len(batch["path"]) == 3 and len(clips) == 1
+    for batch in batches:  # every batch is one whole video: 2 clips x 3 crops, in order
+        assert len(set(batch["video_index"].tolist())) == 1
+        assert batch["view_index"].tolist() == list(range(6))
 
-    worker_dm = VideoDataModule(str(kinetics_root), num_frames=2, sampling_rate=2,
-                                num_spatial_crops=3, **{**SMALL, "num_workers": 2})  # fmt: skip
-    for batch in worker_dm.val_dataloader():  # with 2 workers: whole clips per batch still
-        views = batch["view_index"].tolist()
-        assert len(views) == 3 and sorted(views) == [0, 1, 2]
+    worker_dm = data_module(str(kinetics_root), num_frames=2, sampling_rate=2,
+                            num_spatial_crops=3, **{**SMALL, "num_workers": 2})  # fmt: skip
+    for batch in worker_dm.val_dataloader():  # with 2 workers: whole videos per batch still
+        assert batch["view_index"].tolist() == [0, 1, 2]
 
 
 def test_official_test_short_side_and_ssv2_jitter(kinetics_root, ssv2_root):
     """Kinetics: 1 crop -> short side train_scale[0] (256 in the paper), 3 crops -> the crop
     size; SSv2: the crop size for both, and inverse-uniform training jitter."""
     base = dict(crop_size=224, train_scale=(256, 320), num_workers=0)
-    one = VideoDataModule(str(kinetics_root), num_spatial_crops=1, **base)
-    three = VideoDataModule(str(kinetics_root), num_spatial_crops=3, **base)
+    one = data_module(str(kinetics_root), num_spatial_crops=1, **base)
+    three = data_module(str(kinetics_root), num_spatial_crops=3, **base)
     assert one.view_spec.test_short_side == 256 and three.view_spec.test_short_side == 224
     assert not one.inverse_uniform_scale
     for crops in (1, 3):
-        ssv2 = VideoDataModule(str(ssv2_root), format="ssv2", num_spatial_crops=crops, **base)
+        ssv2 = data_module(str(ssv2_root), format="ssv2", num_spatial_crops=crops, **base)
         assert ssv2.view_spec.test_short_side == 224 and ssv2.inverse_uniform_scale
     assert "short side 256" in one.protocol()["test"] and "1/U[1/320, 1/256]" in ssv2.protocol()[
         "train"
@@ -287,7 +297,7 @@ def test_official_test_short_side_and_ssv2_jitter(kinetics_root, ssv2_root):
 def test_one_crop_view_is_the_official_resize_and_centre_crop(kinetics_root):
     """A 48x64 video, crop 32, train_scale (40, 48), 1 crop: resize the short side to 40
     (40x53, floor), then the centre crop at ceil offsets (4, 11), on the official clip."""
-    dm = VideoDataModule(str(kinetics_root), num_frames=4, sampling_rate=2, crop_size=32,
+    dm = data_module(str(kinetics_root), num_frames=4, sampling_rate=2, crop_size=32,
                          train_scale=(40, 48), num_spatial_crops=1, batch_size=2,
                          num_workers=0)  # fmt: skip
     batch = next(iter(dm.test_dataloader()))

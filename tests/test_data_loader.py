@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import data_module
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_tsf.data import VideoDataModule
 from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.loader import default_num_workers, usable_cpus
 
@@ -51,7 +51,7 @@ def test_workers_run_single_threaded(kinetics_root) -> None:
     """torch runs one thread in each worker of the DataModule's loaders, and the readers open
     their decoders with one thread."""
     torch.set_num_threads(2)
-    loader = VideoDataModule(str(kinetics_root), num_workers=2).train_dataloader()
+    loader = data_module(str(kinetics_root), num_workers=2).train_dataloader()
     probe = DataLoader(_Threads(), num_workers=2, worker_init_fn=loader.worker_init_fn)
     assert [int(x) for x in probe] == [1, 1]
     path = str(next(kinetics_root.rglob("*.mp4")))
@@ -63,9 +63,23 @@ def test_workers_run_single_threaded(kinetics_root) -> None:
 
 def test_datamodule_defaults(kinetics_root, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
-    dm = VideoDataModule(str(kinetics_root), crop_size=48, train_scale=(48, 56), batch_size=2)
+    dm = data_module(str(kinetics_root), crop_size=48, train_scale=(48, 56), batch_size=2)
     assert dm.num_workers == 2  # None in the config: SLURM_CPUS_PER_TASK - 1
     loader = dm.train_dataloader()
     assert loader.num_workers == 2 and loader.prefetch_factor == 4
     assert loader.worker_init_fn is None  # Lightning's seeding: each worker of each rank differs
-    assert VideoDataModule(str(kinetics_root), num_workers=0).train_dataloader().num_workers == 0
+    assert data_module(str(kinetics_root), num_workers=0).train_dataloader().num_workers == 0
+
+
+def test_inference_workers_take_every_core(monkeypatch) -> None:
+    """Inference's main process needs no core of its own: every usable core decodes (the
+    SLURM task's share under srun), none on a single core."""
+    from lightning_tsf.data import loader
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    assert loader.inference_workers() == 2
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 1)
+    assert loader.inference_workers() == 0
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert loader.inference_workers() == 6

@@ -14,10 +14,10 @@ import pytest
 from barcodes import barcode_frame, read_barcodes, vfr_pts, write_barcode_video
 
 from lightning_tsf.data.decode import (
-    AutoReader,
     DecordReader,
     PyAVReader,
     VideoDecodeError,
+    make_bytes_reader,
     make_reader,
     probe_size,
 )
@@ -84,24 +84,40 @@ def test_readers_return_the_indexed_frames(files, name: str, backend: str) -> No
 def test_pyav_and_auto_are_exact_on_open_gop(files, backend: str) -> None:
     """Open GOP (x264 ``open-gop=1``): frames shown before their GOP's keyframe need the GOP
     before it; PyAV seeks there. (decord 0.6.0 shifts them after a seek: see docs/data.md,
-    which is why ``auto`` reads every file with PyAV first.)"""
+    which is why ``auto`` reads every file with PyAV.)"""
     path, n = files["open_gop"]
     reader = make_reader(str(path), backend)
     for indices in [*index_sets(n, seed=1), [17, 18, 19, 37, 38, 57], list(range(n))]:
         assert read_barcodes(reader.get_frames(indices)) == indices
 
 
-def test_auto_chooses_per_file_lazily(files) -> None:
+def test_auto_is_pyav_on_every_file_lazily(files) -> None:
+    """``auto`` (the default) reads prepared and plain files alike with PyAV: no choice per
+    file, nothing opened before first use, the open container not pickled."""
     prepared, plain = str(files["prep_cfr30"][0]), str(files["cfr30"][0])
-    reader = make_reader(prepared)  # auto is the default
-    assert isinstance(reader, AutoReader) and reader._reader is None  # nothing opened yet
-    assert read_barcodes(reader.get_frames([3, 44])) == [3, 44]
-    assert isinstance(reader.reader, PyAVReader)
-    clone = pickle.loads(pickle.dumps(reader))  # the choice travels, the open container not
-    assert clone.reader._container is None and read_barcodes(clone.get_frames([7])) == [7]
-    assert isinstance(make_reader(plain, "auto").reader, PyAVReader)  # exact on any order
+    for path in (prepared, plain):
+        reader = make_reader(path)  # auto is the default
+        assert type(reader) is PyAVReader and reader._container is None  # nothing opened yet
+        assert read_barcodes(reader.get_frames([3, 44])) == [3, 44]
+        assert reader._container is not None
+        clone = pickle.loads(pickle.dumps(reader))  # the open container does not travel
+        assert clone._container is None and read_barcodes(clone.get_frames([7])) == [7]
     assert isinstance(make_reader(prepared, "decord"), DecordReader)  # a named one is honoured
     assert isinstance(make_reader(plain, "pyav"), PyAVReader)
+
+
+@pytest.mark.parametrize("backend", READERS)
+def test_bytes_and_file_read_the_same(files, backend: str) -> None:
+    """One class per backend opens a file or the same video's bytes: same frames."""
+    path, n = files["prep_cfr30"]
+    indices = [0, 9, 9, 44, n - 1, 2]
+    from_file = make_reader(str(path), backend, short_side=24)
+    from_bytes = make_bytes_reader(path.read_bytes(), "clip-7", backend, short_side=24)
+    assert type(from_bytes) is type(from_file)
+    assert np.array_equal(from_bytes.get_frames(indices), from_file.get_frames(indices))
+    assert len(from_bytes) == n and read_barcodes(from_bytes.get_frames(indices)) == indices
+    with pytest.raises(VideoDecodeError, match="clip-7: zero-byte video"):
+        len(make_bytes_reader(b"", "clip-7", backend))
 
 
 def test_pyav_refuses_out_of_range(files) -> None:

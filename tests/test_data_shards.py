@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 from barcodes import read_barcodes, write_barcode_video
+from conftest import data_module
+from torch.utils.data import default_collate
 
 from lightning_tsf.cli import main as tsf
+from lightning_tsf.data.clips import ViewSpec, decode_clip
 from lightning_tsf.data.datamodule import VideoDataModule
 from lightning_tsf.data.decode import make_bytes_reader
 from lightning_tsf.data.prepare import prepare_dataset
-from lightning_tsf.data.views import ViewSpec, decode_clip
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "experiments" / "smoke_cpu.yaml"
@@ -89,24 +91,49 @@ def _modules(barcode_root: Path, tmp_path: Path, **kw) -> tuple[VideoDataModule,
                 "--no-progress"]) == 1  # fmt: skip
     common = dict(num_frames=4, sampling_rate=4, crop_size=32, train_scale=(40, 56),
                   batch_size=1, num_workers=0, pin_memory=False, seed=3, **kw)  # fmt: skip
-    return (VideoDataModule(str(prepared), source="files", **common),
-            VideoDataModule(str(out), **common))  # fmt: skip
+    return (data_module(str(prepared), source="files", **common),
+            data_module(str(out), **common))  # fmt: skip
 
 
-def test_files_and_shards_give_the_same_clips(barcode_root: Path, tmp_path: Path) -> None:
+def _same_row(a: dict, b: dict, root: Path) -> None:
+    """Two items or batches: the same keys, dtypes, shapes and values; a file's ``path`` is
+    the shard's ``id`` under the data root."""
+    assert a.keys() == b.keys()
+    for key in a:
+        x, y = a[key], b[key]
+        if key == "path":
+            x = [x] if isinstance(x, str) else x
+            y = [y] if isinstance(y, str) else y
+            assert [str(Path(p).relative_to(root)) for p in x] == list(y)
+        elif isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), key
+        else:
+            assert type(x) is type(y) and x == y, key
+
+
+def test_files_and_shards_give_the_same_items_and_batches(barcode_root: Path,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """The same videos as prepared files and as `tsf shard` shards of them: training items of
+    the same video and seed, and every evaluation view, equal key for key (dtype, shape,
+    value), as items and as loader batches."""
+    from lightning_tsf.data.items import item_seeds
+
     files, shards = _modules(barcode_root, tmp_path, num_spatial_crops=3, num_temporal_views=2)
-    assert shards.source == "shards" and shards.class_names == files.class_names
-    # training: the shard stream's item of video i equals the file dataset's item (i, seed_i)
-    from lightning_tsf.data.streaming import item_seeds
-
+    root = tmp_path / "prepared"
+    assert shards.source.kind == "shards" and files.source.kind == "files"
+    assert shards.class_names == files.class_names and shards.format == files.format
+    # training: the shard stream's batch of video i equals the file loader's item (i, seed_i)
     file_ds = files.make_dataset("train")
-    seeds = item_seeds(3, 0, 4)
-    got = {}
-    for batch in shards.train_dataloader():
-        got[int(batch["video_index"])] = batch["video"][0]
+    seeds = item_seeds(3, 0, 4)  # seed 3, epoch 0, 4 annotated videos (one unreadable)
+    got = {int(b["video_index"]): b for b in shards.train_dataloader()}
     assert sorted(got) == [0, 1, 2]  # the unreadable source (index 3) was left out
-    for i, clip in got.items():
-        assert torch.equal(clip, file_ds[(i, seeds[i])]["video"]), i
+    file_batches = {int(b["video_index"]): b for b in files.train_dataloader()
+                    if not b["retries"].any()}  # the broken file's stand-in draws otherwise
+    for i, batch in got.items():
+        item = file_ds[(i, seeds[i])]
+        _same_row(default_collate([item]), batch, root)
+        _same_row(file_batches[i], batch, root)  # the file loader draws it with its seed too
+        assert item["video"].shape == (3, 4, 32, 32) and item["video"].dtype == torch.uint8
     # the frames behind them: the same barcodes from the file and from the bytes
     spec = ViewSpec(num_frames=4, sampling_rate=4, crop_size=32)
     path = file_ds.records[1].path
@@ -114,13 +141,20 @@ def test_files_and_shards_give_the_same_clips(barcode_root: Path, tmp_path: Path
     a = decode_clip(path, spec, train=True, rng=np.random.default_rng(5))
     b = decode_clip(reader, spec, train=True, rng=np.random.default_rng(5))
     assert read_barcodes(a) == read_barcodes(b) and np.array_equal(a, b)
-    # evaluation: every view of every video, identical pixels
-    file_test = files.make_dataset("test")
-    rows = [(int(v), int(w), x) for batch in shards.test_dataloader()
-            for v, w, x in zip(batch["video_index"], batch["view_index"], batch["video"])]
-    assert [(v, w) for v, w, _ in rows] == [(v, w) for v in range(2) for w in range(6)]
-    for v, w, x in rows:
-        assert torch.equal(x, file_test[v * 6 + w]["video"]), (v, w)
+    # evaluation: every view of every video, as items and as batches of view rows
+    file_test, shard_test = files.make_dataset("test"), shards.make_dataset("test")
+    for v in range(2):
+        item = file_test[v]
+        assert item["video"].shape == (6, 3, 4, 32, 32) and item["view_index"].tolist() == [
+            0, 1, 2, 3, 4, 5]  # fmt: skip
+        _same_row(item, next(it for it in shard_test if it["video_index"] == v), root)
+    file_rows, shard_rows = list(files.test_dataloader()), list(shards.test_dataloader())
+    assert len(file_rows) == len(shard_rows) == 2  # batch 1 < 6 views: one video per batch
+    for x, y in zip(file_rows, shard_rows):
+        _same_row(x, y, root)
+    rows = [(int(v), int(w)) for b in shard_rows for v, w in zip(b["video_index"],
+                                                                  b["view_index"])]  # fmt: skip
+    assert rows == [(v, w) for v in range(2) for w in range(6)]
 
 
 @pytest.mark.timeout(900)
@@ -132,7 +166,7 @@ def test_shards_fit_then_ddp_test_counts_each_video_once(
 
     monkeypatch.setattr(sys, "argv", ["tsf"])
     args = ["--config", str(SMOKE), *tiny_overrides(tmp_path), f"--data.data_root={tiny_shards}",
-            "--data.num_spatial_crops=3", "--trainer.limit_test_batches=1.0",
+            "--data.clips.num_spatial_crops=3", "--trainer.limit_test_batches=1.0",
             "--trainer.enable_progress_bar=false"]  # fmt: skip
     fit = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=4"]
     assert cli_main(["fit", *args, *fit]) == 0

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_tsf.data.clips import ViewSpec
 from lightning_tsf.data.transforms import (
     TrainTransform,
     normalize_video,
@@ -14,7 +15,6 @@ from lightning_tsf.data.transforms import (
     spatial_crop,
     spatial_crop_offsets,
 )
-from lightning_tsf.data.views import ViewSpec
 
 
 def coord_frames(t: int, h: int, w: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from lightning_tsf.data.decode import make_reader
 from lightning_tsf.data.encode import write_video
 from lightning_tsf.data.prepare import reencode_video
 from lightning_tsf.data.sampling import sliding_windows
-from lightning_tsf.data.views import window_clips
+from lightning_tsf.data.windows import window_clips
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def base(tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, monkeypatc
     return ["--config", str(SMOKE), *tiny_overrides(tmp_path / "run"),
             "--trainer.enable_progress_bar=false", "--trainer.limit_test_batches=1.0",
             "--trainer.limit_predict_batches=1.0", "--trainer.limit_val_batches=1.0",
-            "--data.num_spatial_crops=3"]  # fmt: skip
+            "--data.clips.num_spatial_crops=3"]  # fmt: skip
 
 
 @pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)

@@ -161,7 +161,8 @@ def test_malformed_entry_exits_2_before_training(
         entries = json.loads(path.read_text())
         del entries[1]["template"]
         path.write_text(json.dumps(entries))
-        argv += [f"--data.data_root={ssv2_root}", "--data.format=ssv2", "--data.video_ext=.webm"]
+        argv += [f"--data.data_root={ssv2_root}", "--data.format=ssv2",
+                 "--data.annotations.video_ext=.webm"]
         expected = f"{path}: entry [1] (id '2'): no 'template'; train, val and test entries"
     else:
         path = data / "val.csv"
@@ -182,8 +183,9 @@ def test_unlabelled_test_split_exits_2_before_the_logger(
     ``tsf predict`` is where unlabelled entries belong."""
     (ssv2_root / "test.json").write_text(json.dumps([{"id": "4"}, {"id": "5"}]))
     run = tmp_path / "run"
-    ssv2 = [f"--data.data_root={ssv2_root}", "--data.format=ssv2", "--data.video_ext=.webm"]
+    ssv2 = [f"--data.data_root={ssv2_root}", "--data.format=ssv2",
+            "--data.annotations.video_ext=.webm"]
     argv = ["test", "--config", str(DEMO), *tiny_overrides(run), *ssv2]
-    err = stops(capsys, [*argv, "--data.test_split=test.json"])
+    err = stops(capsys, [*argv, "--data.annotations.test_split=test.json"])
     assert f"{ssv2_root / 'test.json'}: entry [0] (id '4'): no 'template'" in err
     assert_no_run_files(run, Path.cwd())

@@ -58,9 +58,9 @@ def test_shard_to_s3_then_fit_and_test_from_it(
     bound = 2 * chunk_size
     run = tmp_path / "run"
     fit_args = ["--config", str(SMOKE), *tiny_overrides(run), f"--data.data_root={url}",
-                f"--data.cache_dir={cache}", f"--data.max_cache_size={bound}",
+                f"--data.storage.cache_dir={cache}", f"--data.storage.max_cache_size={bound}",
                 "--data.num_workers=0", "--trainer.max_epochs=2",
-                "--data.num_spatial_crops=3", "--trainer.limit_test_batches=1.0"]  # fmt: skip
+                "--data.clips.num_spatial_crops=3", "--trainer.limit_test_batches=1.0"]  # fmt: skip
     peak, stop = [0], threading.Event()
 
     def watch() -> None:
@@ -86,8 +86,9 @@ def test_shard_to_s3_then_fit_and_test_from_it(
     assert remote["videos"] == remote["total_videos"] == 7
 
     # the same checkpoint on the local shards of the same videos: the same per-video answers
-    local_args = [a for a in fit_args if not a.startswith(("--data.data_root", "--data.cache",
-                                                          "--data.max_cache"))]  # fmt: skip
+    local_args = [a for a in fit_args if not a.startswith(("--data.data_root",
+                                                          "--data.storage.cache_dir",
+                                                          "--data.storage.max_cache"))]  # fmt: skip
     local = TSFCLI(args=["test", *local_args, f"--data.data_root={tiny_shards}",
                          f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])  # fmt: skip
     finish_wandb(local.trainer)

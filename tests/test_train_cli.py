@@ -100,9 +100,11 @@ def _as_shipped(cli: TSFCLI, config: Path) -> None:
                  num_heads=net.blocks[0].attn.num_heads,
                  attention_type=net.attention_type)  # fmt: skip
     assert built == {k: net_args[k] for k in built}
-    for key in ("format", "sampler", "horizontal_flip", "video_ext", "video_dir"):
-        if key in shipped["data"]:
-            assert data.hparams[key] == shipped["data"][key], key
+    assert data.format == shipped["data"]["format"]
+    for group, key in (("clips", "sampler"), ("augment", "horizontal_flip"),
+                       ("annotations", "video_ext"), ("annotations", "video_dir")):  # fmt: skip
+        if key in shipped["data"].get(group, {}):
+            assert getattr(getattr(data, group), key) == shipped["data"][group][key], key
     assert net.num_classes == data.num_classes == 4
     assert cli.model.hparams.class_names == data.class_names
 
@@ -173,7 +175,7 @@ def test_experiment_builds_loads_and_reads_as_shipped(
     net_args = shipped["model"]["net"]["init_args"]
     if net_args["patch_size"] != 16:
         return  # the tiny CPU files: not a paper model
-    size, frames = shipped["data"]["crop_size"], shipped["data"]["num_frames"]
+    size, frames = shipped["data"]["clips"]["crop_size"], shipped["data"]["clips"]["num_frames"]
     with torch.device("meta"):
         real = TimeSformer(**net_args, img_size=size, num_frames=frames, num_classes=400)
         scores = real(torch.empty(1, 3, frames, size, size))
@@ -290,7 +292,7 @@ def test_fit_test_predict_wandb_offline(
         str(DEMO),
         *tiny_overrides(run),
         "--trainer.max_epochs=2",
-        "--data.num_spatial_crops=3",
+        "--data.clips.num_spatial_crops=3",
         "--trainer.log_every_n_steps=1",
     ]
     assert cli_main(["fit", *args]) == 0
@@ -340,7 +342,7 @@ def test_test_and_predict_files_agree_per_video(
 
     run = tmp_path / "run"
     args = ["--config", str(DEMO), *tiny_overrides(run), "--trainer.max_epochs=1",
-            "--data.num_spatial_crops=3"]  # fmt: skip
+            "--data.clips.num_spatial_crops=3"]  # fmt: skip
     assert cli_main(["fit", *args]) == 0
     ckpt = run / "checkpoints" / "last.ckpt"
     cli = TSFCLI(args=[*args, f"--trainer.default_root_dir={tmp_path / 'test'}"], run=False)

@@ -23,7 +23,7 @@ def test_ddp_multiview_test_matches_single_process(
         "--config",
         str(SMOKE),
         *tiny_overrides(tmp_path),
-        "--data.num_spatial_crops=3",  # 7 videos x 3 views: rank 0 gets 10 views, rank 1 11
+        "--data.clips.num_spatial_crops=3",  # 7 videos x 3 views: rank 0 gets 3 videos, rank 1 4
         "--trainer.limit_test_batches=1.0",
         "--trainer.enable_progress_bar=false",
     ]

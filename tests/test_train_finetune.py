@@ -62,8 +62,9 @@ def test_finetune_official_checkpoint(folder_dataset: Path, tmp_path: Path, monk
     net = "--model.net.init_args."
     args = ["--config", str(CONFIG), f"--data.data_root={folder_dataset}",
             f"--model.pretrained={ckpt}", f"{net}embed_dim={D}", f"{net}depth={DEPTH}",
-            f"{net}num_heads=2", f"{net}patch_size={P}", f"--data.num_frames={T}",
-            f"--data.crop_size={S}", f"--data.train_scale=[{S}, {S + 4}]", "--data.batch_size=2",
+            f"{net}num_heads=2", f"{net}patch_size={P}", f"--data.clips.num_frames={T}",
+            f"--data.clips.crop_size={S}", f"--data.clips.train_scale=[{S}, {S + 4}]",
+            "--data.batch_size=2",
             "--data.num_workers=0", "--trainer.accelerator=cpu", "--trainer.devices=1",
             f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.max_epochs=1",
             "--trainer.enable_progress_bar=false"]  # fmt: skip

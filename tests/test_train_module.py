@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_tsf.data.views import ViewAccumulator
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.models import create_model
 from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.train.optim import LRSchedule, build_optimizer, param_groups
@@ -104,3 +104,21 @@ def test_batches_are_normalised_after_the_transfer() -> None:
     torch.testing.assert_close(batch["video"].double(), ref, atol=1e-6, rtol=0)
     again = model.on_after_batch_transfer(batch, 0)  # float batches are left alone
     assert again["video"] is batch["video"]
+
+
+def test_a_network_built_in_python_is_left_out_of_logged_hyperparameters(tmp_path) -> None:
+    """Loggers write ``hparams_initial``: a network passed as a module must not be in it (on a
+    ViT-B, CSVLogger spent minutes writing every weight as YAML text), nor warned about."""
+    import warnings
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = VideoClassifier(create_model("timesformer_tiny", num_classes=4))
+    assert "net" not in model.hparams and "net" not in model.hparams_initial
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams(model.hparams_initial)
+    logger.save()
+    written = (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").read_text()
+    assert "lr:" in written and len(written) < 4000

@@ -64,7 +64,7 @@ def test_plan_in_the_saved_config_and_small_split_warned(
     assert sys.argv is argv and sys.argv == ["pytest", "something-else"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["batch_size"] == 8 and saved["trainer"]["accumulate_grad_batches"] == 8
-    assert saved["model"]["lr_scale"] == 1.0 and saved["data"]["seed"] == 0
+    assert saved["model"]["lr_scale"] == 1.0 and saved["data"]["loader"]["seed"] == 0
 
 
 def test_batches_done_this_epoch_reads_the_running_trainer() -> None:

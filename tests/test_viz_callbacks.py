@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from conftest import data_module
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from lightning_tsf.data import VideoDataModule, make_synthetic_dataset
+from lightning_tsf.data import make_synthetic_dataset
 from lightning_tsf.models import TimeSformer
 from lightning_tsf.train.module import VideoClassifier
 from lightning_tsf.viz.callbacks import (
@@ -29,7 +30,7 @@ def data_root(tmp_path_factory) -> Path:
 
 def _fit(root: Path, logger, tmp_path: Path, epochs: int = 1) -> pl.Trainer:
     pl.seed_everything(0)
-    dm = VideoDataModule(str(root), num_frames=4, sampling_rate=2, crop_size=32,
+    dm = data_module(str(root), num_frames=4, sampling_rate=2, crop_size=32,
                          train_scale=(32, 36), num_spatial_crops=1, batch_size=3,
                          num_workers=0)  # fmt: skip
     net = TimeSformer(img_size=32, patch_size=8, num_frames=4, num_classes=dm.num_classes,

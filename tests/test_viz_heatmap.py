@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from conftest import frame_ids
 
-from lightning_tsf.data.views import ViewSpec, clip_frame_indices, decode_clip
+from lightning_tsf.data.clips import ViewSpec, clip_frame_indices, decode_clip
 from lightning_tsf.viz.heatmap import clip_title, heatmap_figure, overlay, upscale
 from lightning_tsf.viz.plots import render_figure
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import data_module
 from PIL import Image
 
 from lightning_tsf.cli import main as tsf
-from lightning_tsf.data import VideoDataModule, make_synthetic_dataset
+from lightning_tsf.data import make_synthetic_dataset
 from lightning_tsf.inference import collect_outputs
 from lightning_tsf.models import TimeSformer
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, save_tsne, tsne_embed
@@ -67,7 +68,7 @@ def test_tsne_command(tmp_path, capsys):
 def test_save_tsne_over_datamodule(tmp_path):
     root = make_synthetic_dataset(tmp_path / "syn", num_train=4, num_val=4, num_test=8, size=32,
                                   num_frames=8)  # fmt: skip
-    dm = VideoDataModule(str(root), num_frames=4, sampling_rate=2, crop_size=32,
+    dm = data_module(str(root), num_frames=4, sampling_rate=2, crop_size=32,
                          train_scale=(32, 36), num_spatial_crops=3, batch_size=4,
                          num_workers=0)  # fmt: skip
     net = TimeSformer(img_size=32, patch_size=8, num_frames=4, num_classes=4, embed_dim=32,

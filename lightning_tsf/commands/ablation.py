@@ -18,12 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-import yaml
-
 from lightning_tsf.commands.demo import ensure_synthetic, run_experiment, time_guard
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.configs import config_path
-from lightning_tsf.models import BLOCKS
+from lightning_tsf.models.names import ATTENTION_TYPES
 
 
 def cost(cfg: dict, attention: str) -> tuple[int, float]:
@@ -32,7 +30,12 @@ def cost(cfg: dict, attention: str) -> tuple[int, float]:
     from lightning_tsf.models.flops import count_flops, count_params
 
     init = dict(cfg["model"]["net"]["init_args"], attention_type=attention)
-    init.update(img_size=cfg["data"]["crop_size"], num_frames=cfg["data"]["num_frames"])
+    from lightning_tsf.data.options import upgrade
+
+    clips = upgrade(cfg["data"])[0].get("clips", {})  # an earlier flat config too
+    init.update(img_size=clips["crop_size"], num_frames=clips["num_frames"])
+    import torch
+
     with torch.device("meta"):
         model = TimeSformer(num_classes=0, **init)
     return count_params(model), count_flops(model) / 2
@@ -89,14 +92,15 @@ def table(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tsf ablation``."""
-    parser = argparse.ArgumentParser(prog="tsf ablation", description=__doc__.splitlines()[0])
+    parser = command_parser("ablation", __doc__)
     parser.add_argument("--root", default="data/synthetic")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--config", default=str(config_path()))
     parser.add_argument("--max-minutes", type=float, default=10.0,
                         help="per run: a guard, not the budget (40 epochs); a run it cuts "
                         "is named under the table")  # fmt: skip
-    parser.add_argument("--schemes", nargs="*", default=list(BLOCKS), choices=list(BLOCKS))
+    parser.add_argument("--schemes", nargs="*", default=list(ATTENTION_TYPES),
+                        choices=ATTENTION_TYPES)  # fmt: skip
     parser.add_argument("--lrs", nargs="+", type=float, default=[5e-4, 1e-3, 2e-3])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true",
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.lrs, args.seeds = [2e-3], [0]
     os.environ.setdefault("WANDB_MODE", "offline")
+    import torch
+    import yaml
+
     torch.set_num_threads(args.threads)
     ensure_synthetic(args.root)
     guard = time_guard(args.max_minutes)

@@ -12,19 +12,19 @@ numbers: the decode share of the step, the workers to use, what ``tsf prepare`` 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.decode import keyframe_interval
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.data.loader import LoaderRate, loader_throughput, usable_cpus
-from lightning_tsf.data.prepare import Encoding
+
+if TYPE_CHECKING:  # torch, the data module and PyAV are imported when the command runs
+    import torch
+
+    from lightning_tsf.data.datamodule import VideoDataModule
 
 PREPARED_SHORT_SIDE = 256  # tsf prepare's default --short-side
 OWN = {"--seconds": True, "--workers": True, "--step-device": True, "--steps": True,
@@ -94,12 +94,17 @@ class Probe:
     prepared: bool
 
 
-def probe_video(path: str, packets: int = 300) -> Probe | None:
-    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable."""
+def probe_video(path: str, packets: int = 300, data: bytes | None = None) -> Probe | None:
+    """Header and the first ``packets`` packets (demuxed, not decoded); None if unreadable.
+    ``data``: the video's bytes (a shard sample; ``path`` is then its id)."""
+    import io
+
     import av
 
+    from lightning_tsf.data.decode import keyframe_interval
+
     try:
-        with av.open(path) as container:
+        with av.open(io.BytesIO(data) if data is not None else path) as container:
             stream = container.streams.video[0]
             tagged = keyframe_interval(container.metadata)
             keys = seen = 0
@@ -119,6 +124,20 @@ def probe_video(path: str, packets: int = 300) -> Probe | None:
         return None
 
 
+def probe_sources(dm: VideoDataModule, count: int = 5) -> list[Probe | None]:
+    """:func:`probe_video` of the first ``count`` training videos: files by their path,
+    shards (local or object storage) from their stream's bytes."""
+    source = dm.source
+    if source.kind == "shards":
+        from lightning_tsf.data.shard_check import first_samples
+
+        storage = source.storage
+        samples = first_samples(source.url, source.splits["train"], count, storage.options,
+                                storage.cache_dir)  # fmt: skip
+        return [probe_video(str(s["id"]), data=bytes(s["video"])) for s in samples]
+    return [probe_video(r.path) for r in dm.records("train")[:count]]
+
+
 def decoded_frames(span: float, num_frames: int, keyint: float, prepared: bool) -> float:
     """Frames a reader decodes for one clip of ``num_frames`` over ``span`` frames: from the
     keyframe before the first, on through the span (plain files); on a prepared file each
@@ -132,9 +151,11 @@ def decoded_frames(span: float, num_frames: int, keyint: float, prepared: bool) 
 
 def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
     """What the sampled sources are, and what ``tsf prepare`` would change for them."""
+    from lightning_tsf.data.prepare import Encoding
+
     if not probes:
         return []
-    hp = dm.hparams
+    hp = dm.view_spec  # frames, rate, sampler and backend as the loader reads them
     sizes = sorted({f"{p.width}x{p.height} {p.codec}" for p in probes})
     keyints = [p.keyint or 1.0 for p in probes]
     lines = [f"sampled {len(probes)} training videos: {', '.join(sizes)}; keyframe every "
@@ -161,16 +182,22 @@ def prepare_advice(probes: list[Probe], dm: VideoDataModule) -> list[str]:
         f"{hp.sampling_rate}; docs/results.md measures ~5x on K400)"
     )
     if hp.backend == "decord":
-        lines.append("--data.backend=auto (or pyav): the reader that seeks in prepared files")
+        lines.append("--data.decode.backend=auto (or pyav): the reader that seeks in prepared "
+                     "files")
     return lines
 
 
-def advice(rate: LoaderRate, step_s: float, batch: int, device: str) -> list[str]:
-    """The decode share of the step, the workers to use, and whether the loader keeps up."""
+def advice(rate: LoaderRate, step_s: float, batch: int, device: str,
+           prepared: bool = False) -> list[str]:  # fmt: skip
+    """The decode share of the step, whether the loader keeps up, and the workers to use: a
+    count is recommended only as measured (``rate.workers``); another one is an estimate from
+    the per-worker rate, with the command line that measures it. ``prepared``: the sampled
+    sources are prepared already (then ``tsf prepare`` is no remedy)."""
     batch_decode_s = batch / max(rate.per_worker, 1e-9)  # one process decoding one batch
     share = batch_decode_s / max(step_s, 1e-9)
-    need = max(1, math.ceil(share))
-    cores = max(1, usable_cpus() - 1)
+    need = max(1, math.ceil(share))  # workers that keep up at the measured per-worker rate
+    usable = usable_cpus()
+    cores = max(1, usable - 1)  # one core runs the training process
     if rate.workers:  # workers decode while the step runs
         wait = max(0.0, 1.0 - rate.clips_per_second * step_s / batch)
     else:  # the training process decodes between steps
@@ -181,34 +208,63 @@ def advice(rate: LoaderRate, step_s: float, batch: int, device: str) -> list[str
         f"with {rate.workers} worker(s) the {device} would wait for data {100 * wait:.0f}% "
         "of the time",
     ]
-    if need <= cores:
-        lines.append(f"workers to use: {need} (--data.num_workers={need}; {cores} cores free "
-                     "here)")  # fmt: skip
+    free = f"{cores} of the {usable} cores here are free for workers"
+    cheaper = ("a smaller clip (--data.crop_size, --data.num_frames)" if prepared
+               else "cheaper decoding (tsf prepare)")  # fmt: skip
+    if rate.workers >= need and wait < 0.05:
+        lines.append(f"workers to use: {rate.workers}, as measured "
+                     f"(--data.num_workers={rate.workers})"
+                     + (f"; by the per-worker rate {need} would keep up too (measure it: "
+                        f"--workers {need})" if need < rate.workers else ""))  # fmt: skip
+    elif need <= cores:
+        lines.append(f"the {rate.workers} worker(s) measured are too few; by the per-worker "
+                     f"rate {need} would keep up ({free}): measure it with --workers {need}")
     else:
-        lines.append(f"workers to use: {cores} (all cores here); {need} would keep up: more "
-                     "--cpus-per-task, or cheaper decoding (tsf prepare)")  # fmt: skip
+        lines.append(f"by the per-worker rate {need} workers would keep up, more than {free}: "
+                     f"more cores (--cpus-per-task), or {cheaper}")  # fmt: skip
     return lines
 
 
 def _step_device(choice: str) -> str:
+    import torch
+
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return choice
 
 
+def _step_advice(device: str, net: torch.nn.Module, dm: VideoDataModule, precision: str,
+                 steps: int, rate: LoaderRate, prepared: bool) -> list[str]:  # fmt: skip
+    """Time the training step on ``device``, print it, and the advice that compares it with
+    the loader's rate (``prepared``: every probed source is prepared already)."""
+    import torch
+
+    from lightning_tsf.train.speed import time_training_step
+
+    dev = torch.device(device)
+    if dev.type == "cpu" and precision in ("16-mixed", "16"):
+        precision = "32-true"
+    step = time_training_step(net, dm.batch_size, precision, dev, steps=steps)
+    note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
+    print(f"training step on {device} ({precision}, batch {dm.batch_size}): "
+          f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}")  # fmt: skip
+    return advice(rate, step, dm.batch_size, "GPU" if dev.type == "cuda" else device, prepared)
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tsf bench-data", description=__doc__.splitlines()[0],
+    parser = command_parser(
+        "bench-data", __doc__,
         epilog="Every other option goes to the tsf fit parser: --config X.yaml, --model.*, "
         "--data.*, --trainer.*.",
     )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to load")
-    parser.add_argument("--workers", type=int, help="override data.num_workers")
+    parser.add_argument("--workers", type=int,
+                        help="override data.num_workers (default: the config's)")  # fmt: skip
     parser.add_argument("--step-device", default="auto",
                         help="where to time the training step: auto (a GPU if any, else the "
                         "CPU), cuda, cpu, none")  # fmt: skip
     parser.add_argument("--steps", type=int, default=3, help="timed training steps")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     if {"-h", "--help"} & set(argv):
         parser.print_help()
         return 0
@@ -225,11 +281,11 @@ def main(argv: list[str]) -> int:
         return 2 if err.code not in (0, None) else 0
     dm.setup("fit")
     loader = dm.train_dataloader()
-    hp = dm.hparams
+    hp = dm.view_spec
     net = module.net
     params = sum(p.numel() for p in net.parameters())
     print(
-        f"{len(dm.datasets['train'])} training videos under {hp.data_root}, "
+        f"{dm.num_videos('train')} training videos under {dm.data_root}, "
         f"{hp.num_frames} frames x rate {hp.sampling_rate}, crop {hp.crop_size}, "
         f"batch {dm.batch_size}, backend {hp.backend}; model {type(net).__name__} "
         f"{params / 1e6:.2f} M parameters"
@@ -240,24 +296,13 @@ def main(argv: list[str]) -> int:
         f"({rate.per_worker:.1f} per worker; {rate.clips} clips in {rate.seconds:.1f} s after "
         f"{rate.startup_seconds:.1f} s of start-up)"
     )
-    probes = [p for r in dm.records("train")[:5] if (p := probe_video(r.path)) is not None]
+    probes = [p for p in probe_sources(dm) if p is not None]
     lines = prepare_advice(probes, dm)
     device = _step_device(args.step_device)
     if device != "none":
-        from lightning_tsf.train.speed import time_training_step
-
-        dev = torch.device(device)
-        precision = str(cfg.trainer.precision)
-        if dev.type == "cpu" and precision in ("16-mixed", "16"):
-            precision = "32-true"
-        step = time_training_step(net, dm.batch_size, precision, dev, steps=args.steps)
-        note = "" if dev.type == "cuda" else " (no GPU timed: a GPU step is shorter)"
-        print(
-            f"training step on {device} ({precision}, batch {dm.batch_size}): "
-            f"{1000 * step:.1f} ms = {dm.batch_size / step:.1f} clips/s{note}"
-        )
-        name = "GPU" if dev.type == "cuda" else device
-        lines = advice(rate, step, dm.batch_size, name) + lines
+        prepared = bool(probes) and all(p.prepared for p in probes)
+        lines = _step_advice(device, module.net, dm, str(cfg.trainer.precision), args.steps,
+                             rate, prepared) + lines  # fmt: skip
     else:
         print("training step not timed (--step-device none)")
     for line in lines:

@@ -8,34 +8,16 @@ and prints test top-1 and where the checkpoint, config and W&B run are.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from pytorch_lightning import Callback, LightningModule, Trainer
-
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.configs import config_path
 
-
-class EpochPrinter(Callback):
-    """One line per epoch (``val/acc1``, ``train/loss``, elapsed time) on stdout."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        print(
-            f"[epoch {trainer.current_epoch:2d}] val top-1 {100 * m.get('val/acc1', 0):5.1f}%  "
-            f"train loss {m.get('train/loss', float('nan')):.3f}  "
-            f"{time.perf_counter() - self.start:5.0f}s",
-            flush=True,
-        )
+if TYPE_CHECKING:
+    from pytorch_lightning import LightningModule
 
 
 def ensure_synthetic(root: str | Path) -> None:
@@ -70,6 +52,7 @@ def run_experiment(
     (the ablation).
     """
     from lightning_tsf.commands.lightning import TSFCLI, finish_wandb
+    from lightning_tsf.train.callbacks import EpochPrinter
 
     args = ["--config", str(config), "--data.data_root", str(root)]
     args += ["--trainer.default_root_dir", str(out), *(overrides or [])]
@@ -102,11 +85,25 @@ def run_experiment(
     }
 
 
+def first_per_class(batches: Any, view: int) -> list[dict[str, Any]]:
+    """View ``view`` of the first decodable video of each class, in class order, taken from
+    evaluation batches as a loader hands them over (files or shard streams alike)."""
+    firsts: dict[int, dict[str, Any]] = {}
+    for batch in batches:
+        for i, (label, v) in enumerate(zip(batch["label"].tolist(), batch["view_index"].tolist())):
+            if v == view and bool(batch["valid"][i]) and label not in firsts:
+                firsts[label] = {"video": batch["video"][i], "label": label,
+                                 "path": batch["path"][i]}  # fmt: skip
+    return [firsts[label] for label in sorted(firsts)]
+
+
 def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[str, str]:
     """The paper's two pictures for the test set: attention-rollout heatmaps of one video per
     class (frames left to right, one row per video) and a t-SNE of the video features."""
+    import torch
+
     from lightning_tsf.data.transforms import normalize_video
-    from lightning_tsf.data.views import clip_frame_indices
+    from lightning_tsf.viz.callbacks import source_frame_indices
     from lightning_tsf.viz.heatmap import save_heatmap_grid
     from lightning_tsf.viz.plots import save_tsne
 
@@ -114,20 +111,14 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
     tsne = out / "tsne.png"
     save_tsne(net, datamodule.test_dataloader(), tsne, datamodule.class_names,
               mean=datamodule.input_config.mean, std=datamodule.input_config.std)  # fmt: skip
-    dataset = datamodule.make_dataset("test")
-    firsts: dict[int, int] = {}  # middle view of the first video of each class
-    for i in range(0, len(dataset), dataset.num_views):
-        firsts.setdefault(
-            int(dataset.records[i // dataset.num_views].label), i + dataset.num_views // 2
-        )
-    views = [i for _, i in sorted(firsts.items())]
-    items = [dataset[i] for i in views]
+    spec = datamodule.view_spec
+    middle = spec.num_views // 2  # the middle view of each
+    items = first_per_class(datamodule.test_dataloader(), middle)
     clips = torch.stack([it["video"] for it in items])  # uint8
     videos = normalize_video(clips, datamodule.input_config.mean, datamodule.input_config.std)
     frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3)
-    spec = dataset.spec
-    indices = [clip_frame_indices(it["path"], spec, spec.split(i % dataset.num_views)[0])
-               for it, i in zip(items, views)]  # fmt: skip
+    temporal = spec.split(middle)[0]
+    indices = [source_frame_indices(it["path"], spec, temporal) for it in items]
     heatmaps = save_heatmap_grid(
         net, videos, frames, out / "heatmaps.png", names=[Path(it["path"]).name for it in items],
         labels=[it["label"] for it in items], class_names=datamodule.class_names,
@@ -139,15 +130,20 @@ def save_pictures(model: LightningModule, datamodule: Any, out: Path) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tsf demo``."""
-    parser = argparse.ArgumentParser(prog="tsf demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="data/synthetic", help="synthetic dataset folder")
+    parser = command_parser("demo", __doc__)
+    parser.add_argument("--root", default="data/synthetic",
+                        help="synthetic dataset folder (or its `tsf shard` output)")  # fmt: skip
     parser.add_argument("--out", default="runs/demo", help="run folder")
     parser.add_argument("--config", default=str(config_path()), help="experiment YAML")
     parser.add_argument("--max-minutes", type=float, default=4.0, help="training time guard")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (the loader workers get the rest)"
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every note of Lightning and W&B (also: TSF_VERBOSE=1)")
     args, overrides = parser.parse_known_args(argv)  # the rest: LightningCLI --a.b=c overrides
+    if args.verbose:
+        overrides.append("--verbose")
     start = time.perf_counter()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -155,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
-    ensure_synthetic(args.root)
+    from lightning_tsf.data.shard_format import is_shard_folder
+
+    if is_shard_folder(args.root):  # a `tsf shard` output (local or s3://): trained on as is
+        print(f"[demo] shards in {args.root}")
+    else:
+        print(f"[demo] synthetic dataset in {args.root} (generated if absent)")
+        ensure_synthetic(args.root)
     guard = time_guard(args.max_minutes)
     res = run_experiment(args.config, args.root, args.out, [guard, *overrides], pictures=True)
     total = time.perf_counter() - start

@@ -9,33 +9,34 @@ and exit 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.commands.options import add_model_source, model_source
-from lightning_tsf.export import (
-    FORMATS,
-    export_checkpoint,
-    export_metadata,
-    metadata_summary,
-    one_line,
-    onnx_max_difference,
-)
-from lightning_tsf.models import CheckpointError
+from lightning_tsf.models.names import EXPORT_FORMATS
 
 HINT = " (give --preset, --attention-type, --num-frames and --img-size that fit the checkpoint)"
 TOLERANCE = 1e-4  # max |onnxruntime - torch| of the logits accepted by the check
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tsf export", description=__doc__.splitlines()[0])
+    parser = command_parser("export", __doc__)
     parser.add_argument("checkpoint", help="Lightning .ckpt, official .pyth or HF checkpoint")
-    parser.add_argument("--format", default="onnx", help=f"{' or '.join(FORMATS)} (.pt2)")
+    parser.add_argument("--format", default="onnx", help=f"{' or '.join(EXPORT_FORMATS)} (.pt2)")
     parser.add_argument("--out", required=True, help="file to write (.onnx / .pt2)")
     add_model_source(parser)
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
     args = parser.parse_args(argv)
+    from lightning_tsf.export import (
+        export_checkpoint,
+        export_metadata,
+        metadata_summary,
+        one_line,
+        onnx_max_difference,
+    )
+    from lightning_tsf.models import CheckpointError
+
     try:
         source = model_source(args)
         path, model, record = export_checkpoint(

@@ -9,27 +9,25 @@ features. A video that cannot be decoded gets one ``cannot decode PATH: reason``
 and the others still run; the exit status is 1 when any video failed. A bad option or
 checkpoint, or inputs that name no video, get one ``tsf <command>: error: ...`` line and exit
 status 2.
+
+Model, decoding and plotting code is imported inside the commands: ``--help`` imports none.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
+from lightning_tsf.commands.help import command_parser
 from lightning_tsf.commands.options import add_model_source, add_view_options, model_source
 from lightning_tsf.data.annotations import read_class_names
-from lightning_tsf.data.inputs import VIEW_OPTIONS
-from lightning_tsf.inference import collect_videos, error_line
-from lightning_tsf.models.checkpoint import CheckpointError
-from lightning_tsf.predictor import Predictor, VideoError, numbered_name, write_predictions
-from lightning_tsf.viz.plots import plot_tsne, tsne_embed
+
+if TYPE_CHECKING:
+    from lightning_tsf.predictor import Predictor
+    from lightning_tsf.results import VideoError
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +39,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--num-workers", type=int,
-                        help="decoding processes (default: the usable cores less one; 0: decode "
+                        help="decoding processes (default: every usable core; 0: decode "
                         "in this process)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_source(parser)
@@ -50,6 +48,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """A :class:`Predictor` from the checkpoint, with the options' view settings over its own."""
+    from lightning_tsf.data.inputs import VIEW_OPTIONS
+    from lightning_tsf.predictor import Predictor
+
     return Predictor.from_checkpoint(
         args.checkpoint,
         args.device,
@@ -64,7 +65,7 @@ def predictor_from_args(args: argparse.Namespace) -> Predictor:
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"tsf {prog}", description=description)
+    parser = command_parser(prog, description)
     add_model_args(parser)
     return parser
 
@@ -72,6 +73,9 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _start(prog: str, args: argparse.Namespace) -> Predictor | None:
     """The predictor, or None after a one-line error (inputs that name no video, a bad
     checkpoint, file or option)."""
+    from lightning_tsf.inference import collect_videos
+    from lightning_tsf.models.checkpoint import CheckpointError
+
     try:
         collect_videos(args.inputs)  # nothing to do is an error, found before the model loads
         return predictor_from_args(args)
@@ -103,6 +107,8 @@ def predict_main(argv: list[str]) -> int:
         return 2
     if (predictor := _start("predict-files", args)) is None:
         return 2
+    from lightning_tsf.results import write_predictions
+
     if jsonl:
         return _predict_lines(predictor, args)
     result = predictor.predict(args.inputs, args.topk)
@@ -117,47 +123,28 @@ def predict_main(argv: list[str]) -> int:
     return _report(result.errors)
 
 
-def read_done(path: Path) -> list[dict]:
-    """The complete JSON lines of a ``.jsonl`` predictions file (a line cut short by a kill is
-    dropped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return [r for r in rows if isinstance(r, dict) and "path" in r]
-
-
 def _predict_lines(predictor: Predictor, args: argparse.Namespace) -> int:
     """``--out X.jsonl``: one JSON line per video (a failed one: ``{"path", "error"}``) in
     input order, written and flushed as each is done, so a killed run loses at most the videos
     in flight; ``--resume`` keeps the complete lines and skips their videos."""
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = read_done(out) if args.resume else []
-    tmp = out.with_name(out.name + ".tmp")  # the kept lines, rewritten whole before appending
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in done))
-    os.replace(tmp, out)
-    if done:
-        print(f"resuming: {len(done)} video(s) already in {out}")
+    from lightning_tsf.results import JsonLines, VideoError
+
     failed = 0
-    with out.open("a") as f:
-        for item in predictor.iter_predict(args.inputs, args.topk, {r["path"] for r in done}):
+    with JsonLines(args.out, resume=args.resume) as out:
+        if out.done:
+            print(f"resuming: {len(out.done)} video(s) already in {out.path}")
+        skip = {r["path"] for r in out.done}
+        for item in predictor.iter_predict(args.inputs, args.topk, skip):
             if isinstance(item, VideoError):
                 failed += 1
                 print(item.message, file=sys.stderr)
-                row = {"path": item.path, "error": item.message}
             else:
                 print(f"{item.path}: " + "  ".join(f"{c} ({x:.3f})"
                                                    for c, x in zip(item.classes, item.probs)))
-                row = item.to_dict()
-            f.write(json.dumps(row) + "\n")
-            f.flush()
+            out.write(item.to_dict())
     if args.save_heatmap:
         predictor.heatmaps(args.inputs, args.save_heatmap)
-    print(f"wrote {out}")
+    print(f"wrote {out.path}")
     return 1 if failed else 0
 
 
@@ -186,6 +173,9 @@ def extract_features_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if (predictor := _start("features-files", args)) is None:
         return 2
+    import numpy as np
+    import torch
+
     result = predictor.features(args.inputs, args.frame_tokens)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +212,9 @@ def timeline_main(argv: list[str]) -> int:
             return 2
     if (predictor := _start("timeline", args)) is None:
         return 2
+    from lightning_tsf.inference import collect_videos, error_line
+    from lightning_tsf.results import VideoError, numbered_name
+
     errors = []
     for i, (path, _) in enumerate(collect_videos(args.inputs)):
         try:
@@ -237,12 +230,16 @@ def timeline_main(argv: list[str]) -> int:
 
 def tsne_main(argv: list[str]) -> int:
     """``tsf tsne``: plot the features written by ``tsf features-files``, coloured by label."""
-    p = argparse.ArgumentParser(prog="tsf tsne", description="t-SNE plot of video features.")
+    p = command_parser("tsne", "t-SNE plot of video features.")
     p.add_argument("features_dir", help="folder with features.npy and index.csv")
     p.add_argument("--class-names", help="class-name file")
     p.add_argument("--out", help="PNG path (default: <features_dir>/tsne.png)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    import numpy as np
+
+    from lightning_tsf.viz.plots import plot_tsne, tsne_embed
+
     root = Path(args.features_dir)
     feats = np.load(root / "features.npy")
     with (root / "index.csv").open() as f:

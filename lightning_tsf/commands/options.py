@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lightning_tsf.data.decode import BACKENDS
-from lightning_tsf.models import BLOCKS, PRESETS
+from lightning_tsf.data.names import BACKENDS
+from lightning_tsf.models.names import ATTENTION_TYPES
+from lightning_tsf.models.presets import PRESETS
 
 AS_SAVED = "default: as the checkpoint says"
 
@@ -20,7 +21,7 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model source (a Lightning checkpoint carries all of it)")
     group.add_argument("--preset", help=f"model sizes: {', '.join(PRESETS)}")
     group.add_argument("--model-config", help="YAML of TimeSformer arguments (instead)")
-    group.add_argument("--attention-type", choices=list(BLOCKS),
+    group.add_argument("--attention-type", choices=ATTENTION_TYPES,
                        help="scheme (default: the checkpoint's, or its keys')")  # fmt: skip
     group.add_argument("--num-frames", type=int, help="frames per clip (model's time_embed)")
     group.add_argument("--img-size", type=int, help="frame side in pixels (model's pos_embed)")

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from lightning_tsf.models.zoo import (
-    CACHE_ENV,
-    MIRROR_ENV,
-    ZOO,
-    NotInSource,
-    ZooError,
-    cache_dir,
-    entry,
-    fetch,
-)
+from lightning_tsf.commands.help import HelpFormatter, command_parser
+from lightning_tsf.models.names import CACHE_ENV, MIRROR_ENV
 
 
 def _list() -> None:
+    from lightning_tsf.models.zoo import ZOO, cache_dir
+
     print(f"cache: {cache_dir()} (set {CACHE_ENV} to move it)\n")
     print("| name | dataset | frames x size | scheme | top-1 / top-5 (official) | HF hub | file |")
     print("|---|---|---|---|---|---|---|")
     for e in ZOO.values():
-        acc = "" if e.top1 is None else f"{e.top1}" + (f" / {e.top5}" if e.top5 else "")
+        top1, top5 = e.accuracy or (None, None)
+        acc = "" if top1 is None else f"{top1}" + (f" / {top5}" if top5 else "")
         print(f"| {e.name} | {e.dataset} | {e.frames_x_size} | {e.scheme} | {acc} | "
               f"{e.hf or ''} | {e.file} |")  # fmt: skip
     print(
@@ -36,6 +30,8 @@ def _list() -> None:
 def _download(names: list[str], mirror: str | None, directory: str | None,
               progress: bool) -> int:  # fmt: skip
     """Fetch ``names`` (every entry from a mirror when none is named); 2 on any failure."""
+    from lightning_tsf.models.zoo import ZOO, NotInSource, ZooError, entry, fetch
+
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     if not names and not mirror:
         print("tsf weights: name the checkpoints to download (`tsf weights list`), or give "
@@ -71,10 +67,11 @@ def _download(names: list[str], mirror: str | None, directory: str | None,
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tsf weights", description=__doc__.splitlines()[0])
+    parser = command_parser("weights", __doc__)
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="the known checkpoints")
-    get = sub.add_parser("download", help="download, verify and print the paths")
+    sub.add_parser("list", help="the known checkpoints", formatter_class=HelpFormatter)
+    get = sub.add_parser("download", help="download, verify and print the paths",
+                         formatter_class=HelpFormatter)  # fmt: skip
     get.add_argument("names", nargs="*", metavar="NAME", help="default with --from: all")
     get.add_argument("--from", dest="mirror", metavar="URL|DIR",
                      help=f"a mirror (http(s) base URL or folder holding the zoo's file names), "

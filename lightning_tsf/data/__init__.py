@@ -15,22 +15,40 @@ _EXPORTS = {
     "load_split": "annotations",
     "VideoDataModule": "datamodule",
     "DistributedEvalSampler": "dataset",
-    "VideoBatch": "dataset",
     "VideoDataset": "dataset",
-    "VideoSample": "dataset",
-    "eval_summary": "dataset",
+    "ClipItems": "items",
+    "VideoBatch": "items",
+    "VideoItem": "items",
+    "VideoSample": "items",
+    "collate_views": "items",
+    "eval_summary": "items",
+    "view_of": "items",
+    "ClipOptions": "options",
+    "FileSource": "sources",
+    "ShardSource": "sources",
+    "pick_source": "sources",
     "VideoDecodeError": "decode",
     "VideoReader": "decode",
     "make_reader": "decode",
     "dense_indices": "sampling",
     "segment_indices": "sampling",
     "TrainTransform": "transforms",
-    "ViewSpec": "views",
-    "average_views": "views",
-    "read_views": "views",
+    "ClipSpec": "clips",
+    "ViewSpec": "clips",
+    "read_views": "clips",
+    "average_views": "scores",
     "make_synthetic_dataset": "synthetic",
 }
 __all__ = [
+    "ClipItems",
+    "ClipOptions",
+    "ClipSpec",
+    "FileSource",
+    "ShardSource",
+    "VideoItem",
+    "collate_views",
+    "pick_source",
+    "view_of",
     "DistributedEvalSampler",
     "TrainTransform",
     "VideoBatch",
@@ -54,19 +72,25 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lightning_tsf.data.annotations import VideoRecord, load_class_names, load_split
+    from lightning_tsf.data.clips import ClipSpec, ViewSpec, read_views
     from lightning_tsf.data.datamodule import VideoDataModule
-    from lightning_tsf.data.dataset import (
-        DistributedEvalSampler,
-        VideoBatch,
-        VideoDataset,
-        VideoSample,
-        eval_summary,
-    )
+    from lightning_tsf.data.dataset import DistributedEvalSampler, VideoDataset
     from lightning_tsf.data.decode import VideoDecodeError, VideoReader, make_reader
+    from lightning_tsf.data.items import (
+        ClipItems,
+        VideoBatch,
+        VideoItem,
+        VideoSample,
+        collate_views,
+        eval_summary,
+        view_of,
+    )
+    from lightning_tsf.data.options import ClipOptions
     from lightning_tsf.data.sampling import dense_indices, segment_indices
+    from lightning_tsf.data.scores import average_views
+    from lightning_tsf.data.sources import FileSource, ShardSource, pick_source
     from lightning_tsf.data.synthetic import make_synthetic_dataset
     from lightning_tsf.data.transforms import TrainTransform
-    from lightning_tsf.data.views import ViewSpec, average_views, read_views
 
 
 def __getattr__(name: str) -> Any:

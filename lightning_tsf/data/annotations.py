@@ -3,12 +3,20 @@
 Each reader returns a list of :class:`VideoRecord` (absolute path, integer label) plus the class
 names, with paths resolved relative to a data root, so the same annotation files work against a
 prepared (re-encoded) copy of the dataset under another root.
+
+Paths stay inside the dataset: every annotated video path and class folder must resolve (``..``
+and symlinks followed) inside the root it is relative to (``data_root``, or ``data_root /
+video_dir``); anything else is an :class:`AnnotationError` naming the file and line, unless the
+caller opts in with ``allow_outside=True`` (``data.annotations.allow_outside_root``,
+``--allow-outside-root``).
+A shared annotation file then cannot make a run read, train on or copy files elsewhere.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +55,27 @@ class AnnotationError(ValueError):
 
 # Label-column names that mark the first line of a ``path label`` file as a header.
 HEADER_LABELS = {"label", "labels", "class", "class_name", "classname", "category", "target"}
+
+
+OUTSIDE_HINT = (
+    "fix the entry, or set data.annotations.allow_outside_root=true (--allow-outside-root for tsf "
+    "check-videos/prepare/shard) if files outside the dataset are meant"
+)
+
+
+def check_inside(
+    path: str | Path, root: str | Path, where: str, allow_outside: bool = False
+) -> None:
+    """Raise :class:`AnnotationError` (naming ``where``: file and line) when ``path`` resolves,
+    ``..`` and symlinks followed, outside ``root`` (itself resolved: a root reached through a
+    symlink is fine); nothing with ``allow_outside``."""
+    if allow_outside:
+        return
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        shown = f"{path} -> {real}" if os.path.abspath(path) != real else real
+        raise AnnotationError(f"{where}: {shown} lies outside the dataset root {base}; "
+                              f"{OUTSIDE_HINT}")  # fmt: skip
 
 
 def require(path: Path, what: str) -> Path:
@@ -142,8 +171,12 @@ def read_kinetics_csv(
     root: str | Path,
     class_names: list[str] | None = None,
     labelled: bool = False,
+    allow_outside: bool = False,
 ) -> list[VideoRecord]:
     """Kinetics-style ``path label`` lines (space- or comma-separated), paths relative to ``root``.
+
+    A path that resolves outside ``root`` is an error (:func:`check_inside`) unless
+    ``allow_outside``.
 
     A label is an integer (-1: unlabelled, refused when ``labelled``) or, when ``class_names``
     is given, a class name; with ``class_names`` an integer must be below their count. A
@@ -182,6 +215,7 @@ def read_kinetics_csv(
             close = difflib.get_close_matches(label, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AnnotationError(f"{where}: unknown label {label!r}{hint}")
+        check_inside(root / rel, root, where, allow_outside)
         records.append(VideoRecord(str(root / rel), idx))
     return records
 
@@ -197,6 +231,7 @@ def read_ssv2(
     labels_path: str | Path,
     ext: str = ".webm",
     labelled: bool = False,
+    allow_outside: bool = False,
 ) -> list[VideoRecord]:
     """SSv2 entries (``id``, ``template``) labelled through ``labels.json``; videos ``<id><ext>``.
 
@@ -239,6 +274,7 @@ def read_ssv2(
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise AnnotationError(f"{where}: template {key!r} not in {labels_path}{hint}")
             label = labels[key]
+        check_inside(root / f"{vid}{ext}", root, where, allow_outside)
         records.append(VideoRecord(str(root / f"{vid}{ext}"), label))
     return records
 
@@ -249,17 +285,28 @@ def folder_classes(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
-def read_folder(root: str | Path, class_names: list[str] | None = None) -> list[VideoRecord]:
-    """Videos in a ``root/<class>/<video>`` tree, labelled by the sorted class-folder order."""
+def read_folder(
+    root: str | Path,
+    class_names: list[str] | None = None,
+    allow_outside: bool = False,
+    class_file: str | Path | None = None,
+) -> list[VideoRecord]:
+    """Videos in a ``root/<class>/<video>`` tree, labelled by the sorted class-folder order.
+
+    Each class folder (a name from ``class_file`` like ``../x`` too) and each video (a symlink
+    too) must resolve inside ``root`` (:func:`check_inside`) unless ``allow_outside``."""
     root = Path(root)
     names = class_names if class_names is not None else folder_classes(root)
     records = []
     for label, name in enumerate(names):
         folder = root / name
+        where = f"{class_file}: class {label} {name!r}" if class_file else f"{root}: {name!r}"
+        check_inside(folder, root, where, allow_outside)
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+                check_inside(path, root, f"{root}: {path.relative_to(root)}", allow_outside)
                 records.append(VideoRecord(str(path), label))
     return records
 
@@ -313,19 +360,25 @@ def load_split(
     video_dir: str = "",
     video_ext: str = ".webm",
     labelled: bool = True,
+    allow_outside: bool = False,
 ) -> list[VideoRecord]:
     """Records of one split file (or split folder) of a dataset under ``root``.
 
     ``labelled``: every entry must have a label (training, validation and test, which score
     against it); ``False`` allows unlabelled entries (label -1), for prediction only.
+    ``allow_outside``: accept video paths and class folders that resolve outside ``root``
+    (and ``video_dir``); by default each is an :class:`AnnotationError`.
     """
     root = require(Path(root), "data_root")
     videos = root / video_dir
     if format == "kinetics":
-        return read_kinetics_csv(root / split, videos, class_names, labelled=labelled)
+        return read_kinetics_csv(root / split, videos, class_names, labelled=labelled,
+                                 allow_outside=allow_outside)  # fmt: skip
     if format == "ssv2":
         labels = root / (class_names_file or "labels.json")
-        return read_ssv2(root / split, videos, labels, video_ext, labelled=labelled)
+        return read_ssv2(root / split, videos, labels, video_ext, labelled=labelled,
+                         allow_outside=allow_outside)  # fmt: skip
     if format == "folder":
-        return read_folder(split_folder(root, split), class_names)
+        class_file = root / class_names_file if class_names_file else None
+        return read_folder(split_folder(root, split), class_names, allow_outside, class_file)
     raise ValueError(f"unknown annotation format {format!r}; expected one of {FORMATS}")

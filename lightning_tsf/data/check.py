@@ -8,7 +8,7 @@ from functools import partial
 
 import numpy as np
 
-from lightning_tsf.data.decode import VideoDecodeError, make_reader
+from lightning_tsf.data.decode import VideoDecodeError, VideoReader, make_reader
 from lightning_tsf.data.parallel import parallel_map
 
 
@@ -18,7 +18,12 @@ def check_video(path: str, backend: str = "auto", full: bool = False) -> str | N
     By default the first, middle and last frames are decoded (catching missing, empty,
     non-video, stream-less and most truncated files); ``full=True`` decodes every frame.
     """
-    reader = make_reader(path, backend)
+    return check_reader(make_reader(path, backend), full)
+
+
+def check_reader(reader: VideoReader, full: bool = False) -> str | None:
+    """:func:`check_video` on an opened reader (a file's, or a shard sample's bytes); closes
+    it."""
     try:
         n = len(reader)
         indices = np.arange(n) if full else np.unique([0, n // 2, n - 1])

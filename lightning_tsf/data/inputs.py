@@ -17,9 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from lightning_tsf.data.sampling import SAMPLERS
+from lightning_tsf.data.clips import ClipSpec, ViewSpec
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD
-from lightning_tsf.data.views import ViewSpec
 
 # Evaluation options that callers may change at test/prediction time ("as the checkpoint says"
 # when not given); the others describe the model and change only with a warning.
@@ -27,63 +26,38 @@ VIEW_OPTIONS = ("num_spatial_crops", "num_temporal_views", "test_short_side")
 
 
 @dataclass(frozen=True)
-class InputConfig:
+class InputConfig(ClipSpec):
     """Frames, sampling, crops, normalisation and classes a model was trained and tested with.
 
+    The clip fields and their checks are :class:`~.clips.ClipSpec`'s (open ones take
+    :data:`~.clips.OPEN_DEFAULTS`: dense, 3 crops, 1 clip, test short side = crop size).
     ``test_short_side`` is the short side an evaluation clip is resized to before its crops;
     ``one_crop_short_side`` is the one to use when a caller asks for a single centre crop of a
     model recorded with three (the official protocol: Kinetics 1 crop at ``train_scale[0]``,
     256; 3 crops at the crop size, 224; SSv2 224 for both).
     """
 
-    sampler: str = "dense"
-    num_frames: int = 8
-    sampling_rate: int = 32
-    crop_size: int = 224
-    test_short_side: int = 224
     one_crop_short_side: int = 256
-    num_spatial_crops: int = 3
-    num_temporal_views: int = 1
-    mean: tuple[float, ...] = DEFAULT_MEAN
-    std: tuple[float, ...] = DEFAULT_STD
     class_names: tuple[str, ...] = ()
     scheme: str | None = None  # the backbone's attention_type
     preset: str | None = None  # presets.PRESETS name of the backbone's sizes, when one
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"input_config.sampler={self.sampler!r}; expected one of {SAMPLERS}")
-        if self.num_spatial_crops not in (1, 3):
-            raise ValueError(
-                f"input_config.num_spatial_crops={self.num_spatial_crops}; expected 1 or 3"
-            )
-        for name in ("num_frames", "sampling_rate", "crop_size", "test_short_side",
-                     "one_crop_short_side", "num_temporal_views"):  # fmt: skip
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"input_config.{name} must be positive, got {getattr(self, name)}")
-        object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
-        object.__setattr__(self, "std", tuple(float(x) for x in self.std))
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise ValueError(f"input_config.{err}") from None
+        self._close()
+        if int(self.one_crop_short_side) < 1:
+            raise ValueError(f"input_config.one_crop_short_side must be positive, got "
+                             f"{self.one_crop_short_side}")  # fmt: skip
         object.__setattr__(self, "class_names", tuple(str(x) for x in self.class_names))
 
     # ------------------------------------------------------------------ derived
-    @property
-    def num_views(self) -> int:
-        """Views per video at evaluation."""
-        return self.num_spatial_crops * self.num_temporal_views
-
     def view_spec(self, backend: str = "auto", decode_short_side: int | None = None) -> ViewSpec:
         """The :class:`ViewSpec` that cuts these views, read with ``backend``."""
-        return ViewSpec(
-            sampler=self.sampler,
-            num_frames=self.num_frames,
-            sampling_rate=self.sampling_rate,
-            crop_size=self.crop_size,
-            num_spatial_crops=self.num_spatial_crops,
-            num_temporal_views=self.num_temporal_views,
-            backend=backend,
-            decode_short_side=decode_short_side,
-            test_short_side=self.test_short_side,
-        )
+        clip = {f.name: getattr(self, f.name) for f in fields(ClipSpec)}
+        return ViewSpec(**clip, backend=backend, decode_short_side=decode_short_side)
 
     def with_views(
         self,

@@ -35,6 +35,17 @@ def default_num_workers(processes_per_node: int = 1) -> int:
     return max(0, cpus - 1)
 
 
+def inference_workers() -> int:
+    """Decoding workers for inference (the Predictor): every core this process may use (under
+    SLURM its ``--cpus-per-task``), none on one core. Unlike training, the main process only
+    batches decoded views and runs a forward, mostly waiting for the workers (or the GPU):
+    on 2 cores one worker is no faster than decoding in the main process and two are about
+    twice as fast (``benchmarks/bench_predict.py``, docs/results.md)."""
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    cpus = int(per_task) if per_task.isdigit() and int(per_task) > 0 else usable_cpus()
+    return cpus if cpus > 1 else 0
+
+
 @dataclass
 class LoaderRate:
     """What :func:`loader_throughput` measured (after the first batch: worker start-up is out)."""

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from lightning_tsf.data.annotations import VIDEO_EXTENSIONS
-from lightning_tsf.data.decode import PREPARED_TAG, display_size, upright_rgb
-from lightning_tsf.data.encode import VideoWriter
+from lightning_tsf.data.annotations import VIDEO_EXTENSIONS, check_inside
+from lightning_tsf.data.names import PREPARED_TAG
 from lightning_tsf.data.parallel import parallel_map
 
 ANNOTATION_EXTENSIONS = (".csv", ".json", ".txt")
@@ -95,6 +94,9 @@ def reencode_video(
     """Re-encode one video at ``short_side`` (of the displayed, upright frame) in the prepared
     format; return "converted" or "skipped" (``dst`` exists). Raises any decoding error; a
     partial output is removed."""
+    from lightning_tsf.data.decode import display_size, upright_rgb  # numpy: when run
+    from lightning_tsf.data.encode import VideoWriter
+
     if os.path.exists(dst):
         return "skipped"
     import av
@@ -142,8 +144,13 @@ def prepare_dataset(
     encoding: Encoding = Encoding(),
     num_workers: int = os.cpu_count() or 1,
     progress: bool = True,
+    allow_outside: bool = False,
 ) -> PrepareReport:
-    """Re-encode every video under ``src_root`` into ``dst_root`` (same relative paths)."""
+    """Re-encode every video under ``src_root`` into ``dst_root`` (same relative paths).
+
+    A file under ``src_root`` that resolves outside it (a symlink out) is an
+    :class:`~.annotations.AnnotationError` before anything is written, unless
+    ``allow_outside``."""
     src, dst = Path(src_root).resolve(), Path(dst_root).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"source root not found: {src}")
@@ -151,7 +158,11 @@ def prepare_dataset(
         raise ValueError(f"the new root {dst} must lie outside the source {src} and vice versa")
     report = PrepareReport()
     videos = []
-    for path in sorted(src.rglob("*")):
+    paths = sorted(src.rglob("*"))
+    for path in paths:  # all checked before anything is written
+        if path.suffix.lower() in VIDEO_EXTENSIONS + ANNOTATION_EXTENSIONS:
+            check_inside(path, src, f"{src}: {path.relative_to(src)}", allow_outside)
+    for path in paths:
         rel = str(path.relative_to(src))
         suffix = path.suffix.lower()
         if suffix in VIDEO_EXTENSIONS:

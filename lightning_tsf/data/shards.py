@@ -9,14 +9,20 @@ storage by LitData. Each sample is one video of a split (the shard sample schema
      "label": int,   # class index, -1 when unlabelled
      "fps": float,   # average frame rate (the dense sampler's clip span uses it)
      "frames": int,  # frame count
+     "sha256": str,  # hex SHA-256 of "video", verified when read (:mod:`.shard_format`)
      "video": bytes} # the video in the prepared format (see :mod:`.prepare`), read by PyAV
 
 Per split the chunks go to ``OUT/<split>/`` (LitData's ``index.json`` beside them), unreadable
-sources are listed in ``OUT/<split>.failed.txt`` (``id<TAB>reason``) and left out;
+sources are listed in ``OUT/<split>.failed.txt`` (``id<TAB>reason``, written only when some
+failed) and left out;
 ``OUT/shards.json`` (format, class names, per-split counts) and ``OUT/classnames.txt`` let the
 DataModule read shards without the original annotations. A split is written into
 ``OUT/.<split>.partial/`` and renamed when complete, so an interrupted run restarts without
 cleanup (videos already encoded there are kept) and a rerun into a finished output does nothing.
+
+Reading shards (``shards.json``, split locations, checksums) lives in :mod:`.shard_format`, so
+training does not import this writer. Every annotated path must lie inside the dataset root
+(:mod:`.annotations`); ids are always relative to it.
 """
 
 from __future__ import annotations
@@ -40,93 +46,38 @@ from lightning_tsf.data.annotations import (
 from lightning_tsf.data.decode import VideoDecodeError, keyframe_interval, make_reader
 from lightning_tsf.data.parallel import parallel_map
 from lightning_tsf.data.prepare import Encoding, reencode_video
+from lightning_tsf.data.shard_format import (  # noqa: F401 - re-exported for the writer's users
+    CHECKSUM_KEY,
+    SHARD_META,
+    SHARD_VERSION,
+    SPLITS,
+    ShardError,
+    is_shard_folder,
+    read_metadata,
+    remote_read,
+    sample_checksum,
+    split_dir,
+)
+from lightning_tsf.data.shard_format import join as _join
+from lightning_tsf.data.shard_format import output_dir as _output_dir
 from lightning_tsf.data.storage import (
     check_remote,
     default_cache_dir,
     is_remote,
     keep_start_method,
+    s3_client,
     storage_options,
 )
 
-SHARD_META = "shards.json"  # its presence marks a shard folder (the DataModule detects it)
-SHARD_VERSION = 1
-SPLITS = ("train", "val", "test")
-
-
-class ShardError(ValueError):
-    """A shard folder cannot be written or read (names the folder or URL and why)."""
-
-
-def _output_dir(url: str | Path) -> Path:
-    """A local shard folder, absolute (remote ones go through :mod:`.storage`)."""
-    if is_remote(url):
-        raise ShardError(f"{url}: a URL where a local shard folder was expected")
-    return Path(url).expanduser().resolve()
-
-
-def _join(url: str | Path, *parts: str) -> str:
-    """``url/part/...`` for a local folder or an object-storage URL."""
-    if is_remote(url):
-        return "/".join([str(url).rstrip("/"), *parts])
-    return str(_output_dir(url).joinpath(*parts))
-
-
-def read_metadata(url: str | Path, options: dict | None = None) -> dict:
-    """``shards.json`` of a shard folder or ``s3://`` prefix: ``format``, ``class_names``,
-    ``splits`` (per split: ``videos`` written, ``records`` annotated, ``failed``)."""
-    path = _join(url, SHARD_META)
-    try:
-        text = _remote_read(path, options) if is_remote(url) else Path(path).read_text()
-        meta = json.loads(text)
-    except FileNotFoundError:
-        raise ShardError(f"{path}: not found; is {url} a `tsf shard` output?") from None
-    except (OSError, ValueError) as err:
-        raise ShardError(f"{path}: unreadable ({err})") from None
-    if meta.get("version") != SHARD_VERSION:
-        raise ShardError(f"{path}: shard format version {meta.get('version')!r}, this "
-                         f"lightning_tsf reads version {SHARD_VERSION}")  # fmt: skip
-    return meta
-
-
-def is_shard_folder(url: str | Path) -> bool:
-    """True where ``url`` holds a ``tsf shard`` output (its ``shards.json``); an object-storage
-    URL always reads as shards (files are read from local folders only)."""
-    return is_remote(url) or (_output_dir(url) / SHARD_META).is_file()
-
-
-def split_dir(url: str | Path, split: str) -> str:
-    """Where the chunks of ``split`` are (what ``StreamingDataset`` reads)."""
-    return _join(url, split)
-
-
-def _s3(url: str, options: dict | None):
-    """A boto3 S3 client for ``url`` with :func:`~.storage.storage_options`, and its bucket
-    and key."""
-    from urllib.parse import urlparse
-
-    import boto3
-
-    parsed = urlparse(url)
-    client = boto3.client("s3", **storage_options(url, options))
-    return client, parsed.netloc, parsed.path.lstrip("/")
-
-
-def _remote_read(url: str, options: dict | None) -> str:
-    client, bucket, key = _s3(url, options)
-    try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    except client.exceptions.NoSuchKey:
-        raise FileNotFoundError(url) from None
-
 
 def _remote_exists(url: str, options: dict | None) -> bool:
-    client, bucket, key = _s3(url, options)
+    client, bucket, key = s3_client(url, options)
     return bool(client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
 
 
 def _upload(local: Path, url: str, options: dict | None) -> None:
     """A local file or every file below a local folder, to ``url`` (same relative names)."""
-    client, bucket, key = _s3(url, options)
+    client, bucket, key = s3_client(url, options)
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     for path in files:
         rel = "" if path == local else "/" + path.relative_to(local).as_posix()
@@ -140,12 +91,15 @@ class ShardReport:
     written: dict[str, int] = field(default_factory=dict)
     failed: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     done_before: list[str] = field(default_factory=list)  # splits already complete
+    uploaded: list[str] = field(default_factory=list)  # staged earlier, uploaded now
     missing: list[str] = field(default_factory=list)  # splits with no annotation
 
     def summary(self) -> str:
         """One line: per split written/failed, and what was already done or absent."""
         parts = [f"{s}: {n} videos, {len(self.failed.get(s, []))} unreadable"
                  for s, n in self.written.items()]  # fmt: skip
+        if self.uploaded:
+            parts.append("uploaded from the staging folder: " + ", ".join(self.uploaded))
         if self.done_before:
             parts.append("already complete: " + ", ".join(self.done_before))
         if self.missing:
@@ -213,7 +167,7 @@ def _sample(item: tuple[int, str, int, str], work: str) -> dict:
     with open(path, "rb") as f:
         data = f.read()
     return {"index": index, "id": rel, "label": label, "fps": fps, "frames": frames,
-            "video": data}  # fmt: skip
+            CHECKSUM_KEY: sample_checksum(data), "video": data}  # fmt: skip
 
 
 def write_shards(
@@ -233,20 +187,22 @@ def write_shards(
     storage_options: dict | None = None,
     staging: str | Path | None = None,
     only: set[str] | None = None,
+    allow_outside: bool = False,
 ) -> ShardReport:
     """Write the train/val/test splits of the dataset under ``src_root`` as shards in ``out``.
 
     ``splits`` maps split names to annotation files (folders for ``"folder"``); None = the
     format's defaults (:data:`DEFAULT_SPLITS`). A split whose annotation file is absent is
     skipped and reported; a complete split is never rewritten. ``out`` may be an object-storage
-    URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone."""
+    URL (``s3://bucket/prefix``): see :func:`_write_remote`. ``only``: these splits alone.
+    ``allow_outside``: accept annotated paths outside ``src_root`` (ids then start ``../``)."""
     if is_remote(out):
         return _write_remote(src_root, str(out), storage_options, staging,
                              dict(format=format, splits=splits,
                                   class_names_file=class_names_file, video_dir=video_dir,
                                   video_ext=video_ext, short_side=short_side, encoding=encoding,
                                   chunk_bytes=chunk_bytes, num_workers=num_workers,
-                                  progress=progress))  # fmt: skip
+                                  progress=progress, allow_outside=allow_outside))  # fmt: skip
     from litdata import optimize
 
     encoding = encoding or Encoding()
@@ -274,7 +230,7 @@ def write_shards(
             report.missing.append(split)
             continue
         records = load_split(format, src, name, class_names, class_file, video_dir, video_ext,
-                             labelled=True)  # fmt: skip
+                             labelled=True, allow_outside=allow_outside)  # fmt: skip
         if not records:
             raise AnnotationError(f"{split} split {src / name} lists no videos")
         partial_dir = dst / f".{split}.partial"
@@ -297,7 +253,11 @@ def write_shards(
         else:
             chunks.mkdir()
             (chunks / "index.json").write_text(json.dumps({"chunks": [], "config": None}))
-        (dst / f"{split}.failed.txt").write_text("".join(f"{p}\t{w}\n" for p, w in failed))
+        failed_file = dst / f"{split}.failed.txt"
+        if failed:  # no empty lists: the file's presence means something failed
+            failed_file.write_text("".join(f"{p}\t{w}\n" for p, w in failed))
+        else:
+            failed_file.unlink(missing_ok=True)
         os.replace(chunks, final)  # the split's completion marker: final/index.json
         shutil.rmtree(partial_dir, ignore_errors=True)
         meta["splits"][split] = {"videos": len(good), "records": len(records),
@@ -333,9 +293,9 @@ def _write_remote(src_root: str | Path, url: str, options: dict | None,
     todo = set(SPLITS) - done
     report = ShardReport(done_before=sorted(done, key=SPLITS.index))
     if todo:
-        report = write_shards(src_root, local, only=todo, **kwargs)
-        report.done_before = sorted(done | set(report.done_before) - set(report.written),
-                                    key=SPLITS.index)  # fmt: skip
+        staged = write_shards(src_root, local, only=todo, **kwargs)
+        report.written, report.failed = staged.written, staged.failed
+        report.missing = staged.missing
     meta = _read_partial_meta(_output_dir(local)) if todo else remote_meta
     for split in SPLITS:
         if split in done or split not in meta["splits"]:
@@ -345,6 +305,9 @@ def _write_remote(src_root: str | Path, url: str, options: dict | None,
         if failed.is_file():
             _upload(failed, _join(url, f"{split}.failed.txt"), options)
         remote_meta["splits"][split] = meta["splits"][split]
+        if split not in report.written:  # complete in the staging folder from an earlier run
+            report.uploaded.append(split)
+            report.written[split] = int(meta["splits"][split]["videos"])
     for key in ("format", "class_names", "short_side", "keyint"):
         remote_meta.setdefault(key, meta.get(key))
     if not remote_meta["splits"].get("train"):
@@ -359,10 +322,9 @@ def _write_remote(src_root: str | Path, url: str, options: dict | None,
 
 
 def _rel(path: str, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
+    """A record's id: its path relative to the dataset root, as annotated (lexically: a
+    symlink keeps its own name), never an absolute path."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
 
 
 def _read_partial_meta(dst: Path) -> dict:
@@ -374,6 +336,8 @@ def _read_partial_meta(dst: Path) -> dict:
 
 
 def _write_meta(dst: Path, meta: dict) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=dst, delete=False, suffix=".tmp") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(f.name, dst / SHARD_META)
+    """``shards.json``, atomically, readable by others as the umask allows (a
+    ``NamedTemporaryFile`` would leave it 0600 for every reader of a shared folder)."""
+    tmp = dst / f".{SHARD_META}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, dst / SHARD_META)

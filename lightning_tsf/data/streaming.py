@@ -1,48 +1,44 @@
-"""Reading ``tsf shard`` outputs: LitData streams decoded from memory, cut like files.
+"""Reading ``tsf shard`` outputs: LitData streams of video bytes, and their resumable loader.
 
 Imported only when a DataModule reads shards (it imports litdata). A shard sample holds one
-video's prepared bytes (schema: :mod:`.shards`); its clips are cut by the same functions as a
-file's (:func:`~.views.decode_clip`, :func:`~.views.temporal_view`, :class:`TrainTransform`),
-through a reader over the bytes (:func:`~.decode.make_bytes_reader`), and a training item's
-random draws come from the same per-video seeds as :class:`~.dataset.SeededTrainSampler`'s, so a
-video gives the same frames and crops from files and from shards.
+video's prepared bytes (schema: :mod:`.shards`); the stream hands it out as a
+:class:`~.items.Video` opened over the bytes (:func:`~.decode.make_bytes_reader`), and its items
+are made by the same :class:`~.items.ClipItems` as a file's, with the same per-video seeds
+(:func:`~.items.item_seeds`), so a video gives the same items from files and from shards.
 
-Training items are one random clip per video, in LitData's shuffled order; evaluation items are
-whole videos (all ``num_temporal_views x num_spatial_crops`` views), flattened into view rows by
-:func:`collate_views`, so batches look like the file path's (``video_index``, ``view_index``,
-``num_views``, ``valid``, ``error``). Evaluation streams are never shuffled, padded or dropped
-(``drop_last=False``): under DDP LitData hands each rank a disjoint part and leftovers go to
-the last worker, so every video is scored once.
+Training items come in LitData's shuffled order; evaluation items (whole videos) stream in
+order, never shuffled, padded or dropped (``drop_last=False``): under DDP LitData hands each
+rank a disjoint part and leftovers go to the last worker, so every video is scored once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
-from torch.utils.data import default_collate
 
-from lightning_tsf.data.dataset import VideoSample, decode_error_line, log_failure
-from lightning_tsf.data.decode import VideoDecodeError, make_bytes_reader
-from lightning_tsf.data.transforms import TrainTransform, to_clip
-from lightning_tsf.data.views import ViewSpec, decode_clip, spatial_view, temporal_view
+from lightning_tsf.data.clips import ViewSpec
+from lightning_tsf.data.decode import VideoDecodeError
+from lightning_tsf.data.items import ClipItems, Video, VideoItem, VideoSample, item_seeds
+from lightning_tsf.data.shard_format import verify_sample
+from lightning_tsf.data.storage import as_storage_error
+from lightning_tsf.data.transforms import TrainTransform
 
 log = logging.getLogger(__name__)
 
 
-def item_seeds(seed: int, epoch: int, num_records: int) -> list[int]:
-    """Per-video seeds of epoch ``epoch`` (0-based): :class:`SeededTrainSampler`'s table."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randint(0, 2**62, (num_records,), generator=generator).tolist()
+def _refuse(name: str, reason: str) -> None:
+    raise VideoDecodeError(name, reason)
 
 
 class ShardVideoDataset(StreamingDataset):
-    """Clips from one split of a shard folder (``input_dir``: the split's chunks).
+    """Items of one split of a shard folder (``input_dir``: the split's chunks), made by
+    :class:`~.items.ClipItems` from readers over each sample's bytes.
 
     ``num_records``: videos the split's annotation listed (the seed table's length, as for
     files); ``num_videos``: samples in the split. Training shuffles with ``seed`` and drops
@@ -61,90 +57,46 @@ class ShardVideoDataset(StreamingDataset):
         max_decode_retries: int = 10,
         **stream: Any,
     ) -> None:
-        if train and transform is None:
-            raise ValueError("a training dataset needs a TrainTransform")
+        items = ClipItems(spec, train=train, transform=transform,
+                          max_decode_retries=max_decode_retries)  # fmt: skip
         # ``stream``: where and how to read (storage.input_dir: cache_dir, max_cache_size,
         # storage_options for object storage)
         super().__init__(input_dir, shuffle=train, drop_last=train, seed=seed, **stream)
+        self.items = items
         self.train = train
-        self.spec = replace(spec, num_temporal_views=1, num_spatial_crops=1) if train else spec
-        self.clip_transform = transform
+        self.spec = items.spec
         self.train_seed = seed
         self.num_records = num_records
         self.num_videos = num_videos  # in the split, over all ranks (the test summary's total)
-        self.max_decode_retries = max_decode_retries
         self._seeds: tuple[int, list[int]] | None = None
 
     @property
     def num_views(self) -> int:
         """Views per video (1 in training)."""
-        return self.spec.num_views
+        return self.items.num_views
 
-    def _reader(self, sample: dict[str, Any]):
-        return make_bytes_reader(sample["video"], sample["id"], self.spec.backend,
-                                 self.spec.decode_short_side)  # fmt: skip
+    def video(self, sample: dict[str, Any]) -> Video:
+        """The video of a shard sample (schema: :mod:`.shards`), opened from its bytes; a
+        sample whose bytes fail their checksum opens as a broken video (reported, skipped)."""
+        name, index, label = str(sample["id"]), int(sample["index"]), int(sample["label"])
+        if bad := verify_sample(sample):
+            return Video(index, label, name, partial(_refuse, name, bad))
+        return Video.from_bytes(sample["video"], name, self.spec, index, label)
 
-    def _sample(self, sample: dict, view: int, retries: int, clip: torch.Tensor,
-                error: str = "") -> VideoSample:  # fmt: skip
-        return VideoSample(video=clip, label=int(sample["label"]), video_index=int(sample["index"]),
-                           view_index=view, valid=not error, path=str(sample["id"]),
-                           retries=retries, num_views=self.num_views, error=error)  # fmt: skip
+    def _another(self, rng: np.random.Generator) -> Video:
+        return self.video(super().__getitem__(int(rng.integers(0, len(self)))))
 
-    def __getitem__(self, index: Any) -> VideoSample | list[VideoSample]:
-        sample = super().__getitem__(index)
-        return self._train_item(sample) if self.train else self._eval_item(sample)
+    def __getitem__(self, index: Any) -> VideoSample | VideoItem:
+        video = self.video(super().__getitem__(index))
+        if not self.train:
+            return self.items.eval_item(video)
+        return self.items.train_item(video, self._item_rng(video.index), self._another)
 
     def _item_rng(self, video_index: int) -> np.random.Generator:
         epoch = max(0, self.current_epoch - 1)  # LitData counts epochs from 1
         if self._seeds is None or self._seeds[0] != epoch:
             self._seeds = (epoch, item_seeds(self.train_seed, epoch, self.num_records))
         return np.random.default_rng(self._seeds[1][video_index])
-
-    def _train_item(self, sample: dict) -> VideoSample:
-        assert self.clip_transform is not None
-        rng = self._item_rng(int(sample["index"]))
-        failed: list[str] = []
-        while True:
-            reader = self._reader(sample)
-            try:
-                frames = decode_clip(reader, self.spec, train=True, rng=rng)
-                return self._sample(sample, 0, len(failed), self.clip_transform(frames, rng))
-            except VideoDecodeError as err:
-                log_failure(err)
-                failed.append(str(sample["id"]))
-            finally:
-                reader.close()
-            if len(failed) > self.max_decode_retries:
-                raise RuntimeError(
-                    f"{len(failed)} unreadable videos in a row (max_decode_retries="
-                    f"{self.max_decode_retries}); last: {failed[-3:]}"
-                )
-            sample = super().__getitem__(int(rng.integers(0, len(self))))
-
-    def _eval_item(self, sample: dict) -> list[VideoSample]:
-        spec = self.spec
-        reader = self._reader(sample)
-        views: list[VideoSample] = []
-        try:
-            for temporal in range(spec.num_temporal_views):
-                resized = temporal_view(reader, spec, temporal)
-                for spatial in range(spec.num_spatial_crops):
-                    clip = to_clip(spatial_view(resized, spec, spatial))
-                    views.append(self._sample(sample, len(views), 0, clip))
-        except VideoDecodeError as err:
-            log_failure(err)
-            c = spec.crop_size
-            zero = torch.zeros((3, spec.num_frames, c, c), dtype=torch.uint8)
-            views = [self._sample(sample, v, 0, zero, decode_error_line(err))
-                     for v in range(spec.num_views)]  # fmt: skip
-        finally:
-            reader.close()
-        return views
-
-
-def collate_views(items: list[list[VideoSample]]) -> dict:
-    """Evaluation batches: the views of whole videos as rows (the file path's batch layout)."""
-    return default_collate([view for item in items for view in item])
 
 
 class ShardLoader(StreamingDataLoader):
@@ -185,7 +137,14 @@ class ShardLoader(StreamingDataLoader):
                 else:
                     self.current_epoch = self.trainer_epoch()  # LitData adds 1 as it starts
             self._resumed = self.restore
-        yield from super().__iter__()
+        try:
+            yield from super().__iter__()
+        except Exception as exc:  # a storage fault: one line naming the URL and what to do
+            where = getattr(self.dataset, "input_dir", None)
+            error = as_storage_error(exc, str(getattr(where, "url", None) or where or ""))
+            if error is None:
+                raise
+            raise error from None
 
     def resume_at(self, batches_done: int, saved: dict[str, Any]) -> None:
         """Continue the saved epoch after its first ``batches_done`` batches (the Trainer's

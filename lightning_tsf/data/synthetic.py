@@ -145,6 +145,25 @@ def _write_one(
     write_video(path, render_video(label, rng, size, num_frames, k, motion), fps)
 
 
+def _write_annotations(
+    root: Path, names: list[str], counts: tuple[int, int, int], seed: int
+) -> list[tuple[str, int, int, str]]:
+    """Write ``root/{split}.csv`` (balanced labels in a seeded order) and ``classnames.txt``;
+    return ``(split, index, label, path)`` of every video to write."""
+    root.mkdir(parents=True, exist_ok=True)
+    items = []
+    for s, (split, count) in enumerate(zip(SPLITS, counts)):
+        labels = np.random.default_rng([seed, s, 2**31]).permutation(np.arange(count) % len(names))
+        lines = []
+        for i, label in enumerate(labels):
+            rel = f"videos/{split}/{i:05d}.mp4"
+            items.append((split, i, int(label), str(root / rel)))
+            lines.append(f"{rel} {label}\n")
+        (root / f"{split}.csv").write_text("".join(lines))
+    (root / "classnames.txt").write_text("".join(f"{n}\n" for n in names))
+    return items
+
+
 def make_synthetic_dataset(
     root: str | Path,
     *,
@@ -167,17 +186,9 @@ def make_synthetic_dataset(
     as is, and an interrupted run resumes (finished files are kept). Returns ``root``.
     """
     root = Path(root)
-    params = dict(
-        num_train=num_train,
-        num_val=num_val,
-        num_test=num_test,
-        size=size,
-        num_frames=num_frames,
-        fps=fps,
-        seed=seed,
-        num_classes=num_classes,
-        motion=motion,
-    )
+    params = dict(num_train=num_train, num_val=num_val, num_test=num_test, size=size,
+                  num_frames=num_frames, fps=fps, seed=seed, num_classes=num_classes,
+                  motion=motion)  # fmt: skip
     marker = root / "synthetic.json"
     if marker.exists():
         if json.loads(marker.read_text()) == params:
@@ -187,26 +198,9 @@ def make_synthetic_dataset(
     names = class_names(num_classes, motion)
     if motion == "orbit":
         class_steps(num_classes, num_frames)  # validates steps against num_frames
-    root.mkdir(parents=True, exist_ok=True)
-    items = []
-    for s, (split, count) in enumerate(zip(SPLITS, (num_train, num_val, num_test))):
-        labels = np.random.default_rng([seed, s, 2**31]).permutation(np.arange(count) % len(names))
-        lines = []
-        for i, label in enumerate(labels):
-            rel = f"videos/{split}/{i:05d}.mp4"
-            items.append((split, i, int(label), str(root / rel)))
-            lines.append(f"{rel} {label}\n")
-        (root / f"{split}.csv").write_text("".join(lines))
-    (root / "classnames.txt").write_text("".join(f"{n}\n" for n in names))
-    func = partial(
-        _write_one,
-        size=size,
-        num_frames=num_frames,
-        fps=fps,
-        seed=seed,
-        k=num_classes,
-        motion=motion,
-    )
+    items = _write_annotations(root, names, (num_train, num_val, num_test), seed)
+    func = partial(_write_one, size=size, num_frames=num_frames, fps=fps, seed=seed,
+                   k=num_classes, motion=motion)  # fmt: skip
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
     for _ in parallel_map(func, items, workers, "synthetic", progress):
         pass

@@ -86,11 +86,12 @@ def normalize_video(
     Runs where ``video`` is: on the GPU after the batch transfer (4x less traffic than float
     clips), on the CPU for inference. Computed as ``x * (1 / (255 std)) - mean / std``.
     """
-    std_t = torch.tensor(std, dtype=torch.float32, device=video.device)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=video.device)
+    # the two per-channel factors go to the device without a blocking copy (a blocking
+    # host-to-GPU copy waits for the queue: once per training step)
+    factors = [[1.0 / (255.0 * s) for s in std], [m / s for m, s in zip(mean, std)]]
+    scale, shift = torch.tensor(factors, dtype=torch.float32).to(video.device, non_blocking=True)
     shape = (-1, 1, 1, 1)
-    scale, shift = (1.0 / (255.0 * std_t)).view(shape), (mean_t / std_t).view(shape)
-    return video.to(torch.float32).mul_(scale).sub_(shift)
+    return video.to(torch.float32).mul_(scale.view(shape)).sub_(shift.view(shape))
 
 
 class TrainTransform:

@@ -341,20 +341,7 @@ def load_checkpoint(
     target = model.state_dict()
     state = _strip_prefixes(state, set(target))
     report = LoadReport(kind=kind)
-    allowed_missing: set[str] = set()
-    heads = [k for k in ("head.weight", "head.bias") if k in state and k in target]
-    if any(state[k].shape != target[k].shape for k in heads):
-        have, want = head_classes(state), head_classes(target)
-        if not replace_head:
-            raise CheckpointError(
-                f"{kind} checkpoint: its head has {have} classes, the model {want}; "
-                "replace_head=False refuses to replace it"
-            )
-        for k in heads:
-            del state[k]
-        allowed_missing |= set(heads)
-        report.dropped += heads
-        report.head = f"replaced: checkpoint {have} classes -> model {want}, newly initialised"
+    allowed_missing = _drop_other_head(state, target, report, replace_head)
     if kind == "timm":
         state = _timm_to_video(state, model, report)
         allowed_missing |= {k for k in target if k == "time_embed" or re.search(r"_fc\.", k)}
@@ -366,6 +353,43 @@ def load_checkpoint(
 
     report.missing = sorted(k for k in target if k not in state)
     report.unexpected = sorted(k for k in state if k not in target)
+    _check_fit(model, state, target, report, strict, allowed_missing)
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
+    return report
+
+
+def _drop_other_head(
+    state: dict[str, Tensor], target: dict[str, Tensor], report: LoadReport, replace_head: bool
+) -> set[str]:
+    """Remove a head of another class count from ``state`` (the model keeps its fresh one, the
+    report says so) or refuse it; return the keys now allowed to be missing."""
+    heads = [k for k in ("head.weight", "head.bias") if k in state and k in target]
+    if not any(state[k].shape != target[k].shape for k in heads):
+        return set()
+    have, want = head_classes(state), head_classes(target)
+    if not replace_head:
+        raise CheckpointError(
+            f"{report.kind} checkpoint: its head has {have} classes, the model {want}; "
+            "replace_head=False refuses to replace it"
+        )
+    for k in heads:
+        del state[k]
+    report.dropped += heads
+    report.head = f"replaced: checkpoint {have} classes -> model {want}, newly initialised"
+    return set(heads)
+
+
+def _check_fit(
+    model: TimeSformer,
+    state: dict[str, Tensor],
+    target: dict[str, Tensor],
+    report: LoadReport,
+    strict: bool,
+    allowed_missing: set[str],
+) -> None:
+    """Raise a :class:`CheckpointError` naming what does not fit: any shape mismatch, and with
+    ``strict`` unexplained missing keys and keys unknown to the model."""
+    kind = report.kind
     mismatched = [
         f"{k} {_dims(v)} vs model {_dims(target[k])}"
         for k, v in state.items()
@@ -387,5 +411,3 @@ def load_checkpoint(
             f"{model.attention_type!r}, depth {len(model.blocks)}, {model.num_frames} frames, "
             f"{model.img_size} px): " + "; ".join(parts) + hint
         )
-    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=False)
-    return report

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning_tsf.models.timesformer import TimeSformer
+if TYPE_CHECKING:  # imported where a model is built: the names are read without torch
+    from lightning_tsf.models.timesformer import TimeSformer
 
 _VIT_BASE = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
 
@@ -31,6 +32,8 @@ def create_model(name: str, **overrides: Any) -> TimeSformer:
     """Build preset ``name``; keyword ``overrides`` replace any of its constructor arguments."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    from lightning_tsf.models.timesformer import TimeSformer
+
     return TimeSformer(**{**PRESETS[name], **overrides})
 
 

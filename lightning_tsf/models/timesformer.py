@@ -21,6 +21,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from lightning_tsf.models.names import ATTENTION_TYPES
+
 AttnMaps = dict[str, Tensor]
 
 
@@ -309,13 +311,10 @@ class AxialBlock(Block):
         return torch.cat((cls + cls_res, xp + res), dim=1)
 
 
-BLOCKS: dict[str, type[Block]] = {
-    "space_only": SpaceOnlyBlock,
-    "joint_space_time": JointSpaceTimeBlock,
-    "divided_space_time": DividedSpaceTimeBlock,
-    "sparse_local_global": SparseLocalGlobalBlock,
-    "axial": AxialBlock,
-}
+BLOCKS: dict[str, type[Block]] = dict(
+    zip(ATTENTION_TYPES, (SpaceOnlyBlock, JointSpaceTimeBlock, DividedSpaceTimeBlock,
+                          SparseLocalGlobalBlock, AxialBlock), strict=True)
+)  # fmt: skip
 
 
 class PatchEmbed(nn.Module):

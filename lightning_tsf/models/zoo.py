@@ -4,7 +4,7 @@ the ImageNet-21K ViT-B/16 the paper initialises from.
 ``tsf weights list`` prints :data:`ZOO`; ``tsf weights download NAME`` (or
 ``model.pretrained: zoo:NAME`` in an experiment) fetches a file into the cache
 (``$LIGHTNING_TSF_CACHE``, default ``~/.cache/lightning_tsf``): with a progress bar, resuming
-an interrupted download (HTTP ``Range``), into a temporary file that is checked (size and
+an interrupted download (HTTP ``Range``), into a temporary file that is checked (its
 sha256 where known, and a strict load into the matching model) before it is renamed into
 place. Nothing is ever loaded from a half-written file.
 
@@ -19,20 +19,14 @@ use: a file that changed is refused.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lightning_tsf.data.inputs import InputConfig, official_input_config
 from lightning_tsf.models.checkpoint import (
     CheckpointError,
     checkpoint_state,
@@ -40,100 +34,26 @@ from lightning_tsf.models.checkpoint import (
     load_checkpoint,
     read_checkpoint,
 )
-from lightning_tsf.models.presets import PRESETS, create_model
+from lightning_tsf.models.names import CACHE_ENV, MIRROR_ENV, cache_dir
+from lightning_tsf.models.presets import create_model
+from lightning_tsf.models.zoo_catalog import PREFIX, ZOO, NotInSource, ZooEntry, ZooError, entry
+from lightning_tsf.models.zoo_lock import (
+    LOCK_JSON,
+    LOCK_TIMEOUT,
+    download_lock,
+    read_lock,
+    record,
+    recorded,
+    sha256,
+)
 
-CACHE_ENV = "LIGHTNING_TSF_CACHE"
-MIRROR_ENV = "LIGHTNING_TSF_ZOO_URL"  # http(s):// base URL or folder of a mirror (zoo file names)
-PREFIX = "zoo:"
-LOCK_JSON = "zoo.lock.json"  # sha256 of every file that verified, per cache folder
-LOCK_TIMEOUT = 6 * 3600.0  # seconds a process waits for another one's download
+__all__ = [
+    "CACHE_ENV", "HF_FILE", "LOCK_JSON", "MIRROR_ENV", "PREFIX", "ZOO", "Fetched", "NotInSource",
+    "Source", "ZooEntry", "ZooError", "cache_dir", "cached", "download", "entry", "fetch",
+    "read_lock", "resolve", "sources", "verify",
+]  # fmt: skip
+
 HF_FILE = "pytorch_model.bin"  # the weights file of the HF hub copies
-_DROPBOX = "https://www.dropbox.com/s/{id}/{file}?dl=1"
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """A downloadable checkpoint and the model it fits."""
-
-    name: str
-    file: str
-    url: str
-    dataset: str
-    preset: str  # presets.PRESETS name: sizes of the matching model
-    num_frames: int
-    num_classes: int | None  # None: as the file's head says
-    kind: str  # load_checkpoint kind: "official" or "timm"
-    scheme: str = "divided_space_time"
-    top1: float | None = None  # reported by the official README (3 views x 1 clip)
-    top5: float | None = None
-    hf: str | None = None  # the HF hub copy, converted names (load with kind="hf")
-    sha256: str | None = None
-    size: int | None = None  # bytes
-
-    @property
-    def frames_x_size(self) -> str:
-        return f"{self.num_frames}x{PRESETS[self.preset]['img_size']}"
-
-    @property
-    def input_config(self) -> InputConfig:
-        """The official test record of this checkpoint (Kinetics: dense clips from frame 0,
-        3 crops at short side = crop; SSv2: segments, 3 crops)."""
-        return official_input_config(self.dataset, self.num_frames,
-                                     PRESETS[self.preset]["img_size"], scheme=self.scheme,
-                                     preset=self.preset)  # fmt: skip
-
-
-def _official(name: str, file_id: str, file: str, dataset: str, preset: str, frames: int,
-              classes: int | None, top1: float, top5: float | None,
-              hf: str | None = None) -> ZooEntry:  # fmt: skip
-    return ZooEntry(name, file, _DROPBOX.format(id=file_id, file=file), dataset, preset, frames,
-                    classes, "official", top1=top1, top5=top5, hf=hf)  # fmt: skip
-
-
-ZOO: dict[str, ZooEntry] = {
-    e.name: e
-    for e in [
-        _official("timesformer_k400", "g5t24we9gl5yk88", "TimeSformer_divST_8x32_224_K400.pyth",
-                  "K400", "timesformer", 8, 400, 77.9, 93.2,
-                  "facebook/timesformer-base-finetuned-k400"),
-        _official("timesformer_hr_k400", "6f0x172lpqy3oxt",
-                  "TimeSformer_divST_16x16_448_K400.pyth", "K400", "timesformer_hr", 16, 400,
-                  79.6, 94.0, "facebook/timesformer-hr-finetuned-k400"),
-        _official("timesformer_l_k400", "r1iuxahif3sgimo", "TimeSformer_divST_96x4_224_K400.pyth",
-                  "K400", "timesformer_l", 96, 400, 80.6, 94.7),
-        _official("timesformer_k600", "4h2qt41m2z3aqrb", "TimeSformer_divST_8x32_224_K600.pyth",
-                  "K600", "timesformer", 8, 600, 79.1, 94.4,
-                  "facebook/timesformer-base-finetuned-k600"),
-        _official("timesformer_hr_k600", "ft1e92g2vhvxecv",
-                  "TimeSformer_divST_16x16_448_K600.pyth", "K600", "timesformer_hr", 16, 600,
-                  81.8, 95.8, "facebook/timesformer-hr-finetuned-k600"),
-        _official("timesformer_l_k600", "857rx6xeclxfhdg", "TimeSformer_divST_96x4_224_K600.pyth",
-                  "K600", "timesformer_l", 96, 600, 82.2, 95.6),
-        _official("timesformer_ssv2", "tybhuml57y24wpm", "TimeSformer_divST_8_224_SSv2.pyth",
-                  "SSv2", "timesformer", 8, 174, 59.1, 85.6,
-                  "facebook/timesformer-base-finetuned-ssv2"),
-        _official("timesformer_hr_ssv2", "9t68uzk8w2fpfnv", "TimeSformer_divST_16_448_SSv2.pyth",
-                  "SSv2", "timesformer_hr", 16, 174, 61.8, 86.9,
-                  "facebook/timesformer-hr-finetuned-ssv2"),
-        _official("timesformer_l_ssv2", "3f1rm2al8mhprwa", "TimeSformer_divST_64_224_SSv2.pyth",
-                  "SSv2", "timesformer_l", 64, 174, 62.0, 87.5),
-        _official("timesformer_howto100m", "9v8hcm88b9tc6ff",
-                  "TimeSformer_divST_8x32_224_HowTo100M.pyth", "HowTo100M", "timesformer", 8,
-                  None, 56.8, None),
-        ZooEntry("vit_base_in21k", "jx_vit_base_p16_224-80ecf9dd.pth",
-                 "https://github.com/rwightman/pytorch-image-models/releases/download/"
-                 "v0.1-vitjx/jx_vit_base_p16_224-80ecf9dd.pth", "ImageNet-21K (+1K)",
-                 "timesformer", 8, None, "timm"),
-    ]
-}  # fmt: skip
-
-
-class ZooError(RuntimeError):
-    """A download that cannot be completed; the message names the URL and the manual step."""
-
-
-class NotInSource(ZooError):
-    """The source answered, but has no such file (HTTP 404, not in the mirror folder)."""
 
 
 @dataclass(frozen=True)
@@ -159,18 +79,6 @@ class Fetched:
     source: str
 
 
-def cache_dir() -> Path:
-    """Where downloads go: ``$LIGHTNING_TSF_CACHE`` or ``~/.cache/lightning_tsf``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lightning_tsf")
-
-
-def entry(name: str) -> ZooEntry:
-    """The zoo entry ``name``, or a ``KeyError`` listing the known names."""
-    if name not in ZOO:
-        raise KeyError(f"unknown zoo checkpoint {name!r}; known: {', '.join(ZOO)}")
-    return ZOO[name]
-
-
 def sources(item: ZooEntry, mirror: str | None = None) -> list[Source]:
     """Where ``item`` is fetched from, in order.
 
@@ -190,27 +98,10 @@ def sources(item: ZooEntry, mirror: str | None = None) -> list[Source]:
     return found
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime) -> sha256, per process
-
-
-def _sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
 def verify(item: ZooEntry, path: Path) -> None:
-    """Size and sha256 where known, then a strict load into the matching model (its class
+    """The sha256 where known, then a strict load into the matching model (its class
     count read from the file's head, and checked against the entry's where it has one)."""
-    if item.size is not None and path.stat().st_size != item.size:
-        raise ZooError(f"{path}: {path.stat().st_size} bytes, expected {item.size}")
-    if item.sha256 is not None and _sha256(path) != item.sha256:
+    if item.sha256 is not None and sha256(path) != item.sha256:
         raise ZooError(f"{path}: sha256 differs from the known {item.sha256}")
     try:
         obj = read_checkpoint(path)
@@ -223,45 +114,6 @@ def verify(item: ZooEntry, path: Path) -> None:
         load_checkpoint(model, obj, kind=item.kind, replace_head=False)
     except (CheckpointError, FileNotFoundError) as err:
         raise ZooError(f"{path} does not load into {item.name}'s model: {err}") from err
-
-
-def read_lock(folder: Path) -> dict[str, dict]:
-    """The records of ``folder``'s ``zoo.lock.json``: key -> sha256, size, source, time."""
-    path = folder / LOCK_JSON
-    try:
-        return dict(json.loads(path.read_text())["files"])
-    except FileNotFoundError:
-        return {}
-    except (ValueError, KeyError, TypeError) as err:
-        raise ZooError(f"{path} is not a zoo lock file ({err!r}); delete it to record the "
-                       "hashes again") from err  # fmt: skip
-
-
-def _record(folder: Path, key: str, path: Path, source: str) -> None:
-    """Add ``path``'s sha256 to the lock file (caller holds the download lock)."""
-    files = read_lock(folder)
-    files[key] = {"sha256": _sha256(path), "size": path.stat().st_size, "source": source,
-                  "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    tmp = folder / f".{LOCK_JSON}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": 1, "files": files}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, folder / LOCK_JSON)
-
-
-def _recorded(folder: Path, key: str, path: Path) -> bool:
-    """True when ``path`` has the sha256 recorded for ``key``, False when none is recorded; a
-    :class:`ZooError` when it differs (the file changed after it verified)."""
-    record = read_lock(folder).get(key)
-    if record is None:
-        return False
-    digest = _sha256(path)
-    if digest != record["sha256"]:
-        raise ZooError(
-            f"{path} changed since it verified ({record['verified']}, from {record['source']}): "
-            f"sha256 {digest[:16]}... is not the {record['sha256'][:16]}... recorded in "
-            f"{folder / LOCK_JSON}; delete the file to download it again (or its entry in "
-            f"{LOCK_JSON} if you replaced it on purpose)"
-        )
-    return True
 
 
 def _hf_key(item: ZooEntry) -> str:
@@ -298,30 +150,9 @@ def cached(item: ZooEntry | str, directory: str | Path | None = None) -> Fetched
     item = entry(item) if isinstance(item, str) else item
     folder = Path(directory) if directory is not None else cache_dir()
     for key, kind, path in _present(item, folder):
-        if _recorded(folder, key, path):
+        if recorded(folder, key, path):
             return Fetched(path, kind, "cache")
     return None
-
-
-@contextmanager
-def _download_lock(folder: Path, timeout: float) -> Iterator[None]:
-    """One downloading process per cache folder (shared file systems included); others wait."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(folder / ".zoo.download.lock"), timeout=timeout)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except Timeout as err:
-        raise ZooError(f"waited {timeout:.0f} s for {lock.lock_file}: another process is "
-                       "downloading; if none is, delete that file") from err  # fmt: skip
-    except OSError as err:  # a read-only or missing cache folder
-        raise ZooError(f"cannot write to {folder} ({err.strerror or err}); set {CACHE_ENV} to "
-                       "a writable folder") from err  # fmt: skip
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _say(message: str) -> None:
@@ -343,13 +174,13 @@ def fetch(item: ZooEntry | str, directory: str | Path | None = None, *, download
     hit = cached(item, folder)
     if hit is not None:
         return hit
-    with _download_lock(folder, lock_timeout):
+    with download_lock(folder, lock_timeout):
         hit = cached(item, folder)  # another process finished it while this one waited
         if hit is not None:
             return hit
         for key, kind, path in _present(item, folder):  # copied in by hand: verify once
             verify(replace(item, kind=kind), path)
-            _record(folder, key, path, "found in the cache")
+            record(folder, key, path, "found in the cache")
             return Fetched(path, kind, "cache")
         if not download:
             raise ZooError(f"{PREFIX}{item.name} is not in {folder}: run `tsf weights "
@@ -373,7 +204,7 @@ def _download(item: ZooEntry, folder: Path, chain: list[Source], progress: bool,
             if i + 1 < len(chain):
                 _say(f"{item.name}: {source.name} failed ({err}); trying {chain[i + 1]}")
             continue
-        _record(folder, key, path, str(source))
+        record(folder, key, path, str(source))
         _say(f"{item.name}: {path} from {source.name} (verified; sha256 in {folder / LOCK_JSON})")
         return Fetched(path, source.kind, source.name)
     if len(errors) == 1:
@@ -468,7 +299,7 @@ def _from_hub(item: ZooEntry, progress: bool, timeout: float) -> Path:
                        f"{type(err).__name__}: {first})") from err  # fmt: skip
     published = Path(os.path.realpath(path)).name
     if len(published) == 64 and all(c in "0123456789abcdef" for c in published):
-        if _sha256(path) != published:
+        if sha256(path) != published:
             raise ZooError(f"{path}: sha256 differs from the hub's {published}; delete it from "
                            "the HF cache and download it again")  # fmt: skip
     verify(replace(item, kind="hf"), path)

@@ -1,4 +1,5 @@
-"""Callbacks for real runs: atomic checkpoints, exact resume (RNG), global batch, predictions."""
+"""Callbacks for real runs: atomic checkpoints, exact resume (RNG), global batch, predictions,
+a progress bar that never waits for the device."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import os
 import random
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,16 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
 from lightning_tsf.data.datamodule import VideoDataModule
 
@@ -269,3 +279,88 @@ class PredictionWriter(BasePredictionWriter):
         with self._path(trainer).open("a") as f:
             for item in prediction:
                 f.write(json.dumps(item) + "\n")
+
+
+class EpochPrinter(Callback):
+    """One line per epoch (``val/acc1``, ``train/loss``, elapsed time) on stdout, printed
+    through the progress bar (above it, not inside it) when there is one."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        line = (f"[epoch {trainer.current_epoch:2d}] val top-1 "
+                f"{100 * m.get('val/acc1', 0):5.1f}%  train loss "
+                f"{m.get('train/loss', float('nan')):.3f}  "
+                f"{time.perf_counter() - self.start:5.0f}s")  # fmt: skip
+        bar = trainer.progress_bar_callback
+        if bar is not None and bar.is_enabled:
+            bar.print(line)
+        else:
+            print(line, flush=True)
+
+
+# ---------------------------------------------------------------- progress bar
+STEP_VALUES = ("train/loss",)  # logged every step; shown as of the last logging step
+
+
+def logging_step(trainer: pl.Trainer) -> bool:
+    """Whether this training step's values go to the loggers (``log_every_n_steps``, counted
+    in optimizer steps, as Lightning decides it: read after the step, before it logs)."""
+    if trainer.fit_loop._should_accumulate():
+        return False
+    return trainer._logger_connector.should_update_logs
+
+
+class HostValuesBar:
+    """Mixin for Lightning's progress bars: the step values (:data:`STEP_VALUES`) are shown as
+    host numbers copied on the steps whose values go to the loggers, where Lightning reads
+    them back anyway, so the bar adds no device-to-host copy (a stall of the launch queue on
+    a GPU) to the other steps. Epoch values (validation accuracy) come as Lightning has them."""
+
+    def _copy_values(self, trainer: pl.Trainer) -> None:
+        metrics = trainer.callback_metrics
+        self.host_values = {k: float(metrics[k]) for k in STEP_VALUES if k in metrics}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:  # fmt: skip
+        if logging_step(trainer):
+            self._copy_values(trainer)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # type: ignore[misc]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._copy_values(trainer)  # the epoch's last step, once per epoch
+        super().on_train_epoch_end(trainer, pl_module)  # type: ignore[misc]
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+        return {**items, **getattr(self, "host_values", {})}
+
+
+class TQDMHostBar(HostValuesBar, TQDMProgressBar):
+    """:class:`TQDMProgressBar` showing host step values (:class:`HostValuesBar`)."""
+
+
+class RichHostBar(HostValuesBar, RichProgressBar):
+    """:class:`RichProgressBar` showing host step values (:class:`HostValuesBar`)."""
+
+
+def host_values_bar() -> ProgressBar:
+    """The bar Lightning would pick by default (rich when installed), host-values kind."""
+    return RichHostBar() if _RICH_AVAILABLE else TQDMHostBar()
+
+
+def use_host_values_bar(trainer: pl.Trainer) -> None:
+    """Swap the trainer's progress bar, when it is one of Lightning's two plain kinds (its
+    default, or one a config names), for the host-values kind with the same settings; a bar
+    of another class is left alone."""
+    kinds = {TQDMProgressBar: TQDMHostBar, RichProgressBar: RichHostBar}
+    for i, callback in enumerate(trainer.callbacks):
+        host = kinds.get(type(callback))
+        if host is not None:
+            converted = host.__new__(host)  # same state: the bar has not started yet
+            converted.__dict__.update(callback.__dict__)
+            trainer.callbacks[i] = converted

@@ -17,7 +17,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch._functorch.config
@@ -27,6 +27,10 @@ from lightning_tsf.models import TimeSformer
 
 log = logging.getLogger(__name__)
 
+# torch.compile's modes (``compile: <mode>``): CUDA graphs ("reduce-overhead"), autotuned
+# kernels ("max-autotune-no-cudagraphs"), both ("max-autotune").
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES = get_args(CompileMode)
 # Inductor settings for the whole-model graph (see compile_timesformer).
 INDUCTOR_OPTIONS = {"triton.coalesce_tiling_analysis": False}
 
@@ -143,7 +147,8 @@ def compile_blocks(net: TimeSformer, **compile_kwargs) -> None:
 
 def compile_timesformer(net: TimeSformer, **compile_kwargs) -> None:
     """``torch.compile`` the whole model (embedding, blocks, head) as one graph; a no-op when
-    ``net`` already runs compiled. ``compile_kwargs`` go to ``torch.compile``.
+    ``net`` already runs compiled. ``compile_kwargs`` go to ``torch.compile`` (a ``mode`` of
+    :data:`COMPILE_MODES` as inductor's options for it).
 
     On torch 2.11 inductor's GPU code generation crashed on this graph: its coalescing tiling
     analysis raises ``CantSplit`` without the arguments the class requires, a ``TypeError``
@@ -157,7 +162,12 @@ def compile_timesformer(net: TimeSformer, **compile_kwargs) -> None:
         return
     whole = dict(compile_kwargs)
     if whole.get("backend", "inductor") == "inductor":
-        whole["options"] = {**INDUCTOR_OPTIONS, **whole.get("options", {})}
+        # torch.compile takes a mode or options, not both: the mode becomes its options
+        mode = whole.pop("mode", None) or "default"
+        from torch._inductor import list_mode_options
+
+        whole["options"] = {**list_mode_options(mode), **INDUCTOR_OPTIONS,
+                            **whole.get("options", {})}  # fmt: skip
 
     def to_blocks(err: BaseException) -> Callable:
         _warn_compile_failed("the whole model", err, "compiling the blocks instead")

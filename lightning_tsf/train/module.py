@@ -11,6 +11,8 @@ training starts and saved in every checkpoint.
 from __future__ import annotations
 
 import logging
+import random
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,17 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_tsf.data.datamodule import VideoDataModule
-from lightning_tsf.data.dataset import VideoBatch, eval_summary
 from lightning_tsf.data.inputs import InputConfig
+from lightning_tsf.data.items import VideoBatch, eval_summary
+from lightning_tsf.data.scores import VideoScores, ViewAccumulator
+from lightning_tsf.data.storage import redact
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import VideoScores, ViewAccumulator
 from lightning_tsf.inference import predictions
 from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
-from lightning_tsf.train.compile import compile_timesformer
+from lightning_tsf.train.compile import CompileMode, compile_timesformer
+from lightning_tsf.train.metrics import TopKAccuracy
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,10 @@ class VideoClassifier(pl.LightningModule):
         replace_head: when ``pretrained`` has another class count, start a new head (and say
             so in the load report); False stops with an error instead.
         compile: ``torch.compile`` the whole backbone (falling back to its blocks, then eager,
-            with a warning if compiling fails); state-dict keys are unchanged.
+            with a warning if compiling fails); state-dict keys are unchanged. ``true`` is
+            torch's default mode; a mode name picks that mode (``reduce-overhead``: CUDA
+            graphs; ``max-autotune-no-cudagraphs``: autotuned kernels; see
+            ``benchmarks/bench_overhead.py`` for what each measures).
         lr_scale: factor on ``lr``, written by ``tsf fit``'s batch plan when
             ``GlobalBatchSize(scale_lr=True)`` trains at another global batch (1 otherwise).
         mean, std: normalisation of the uint8 clips that batches carry, applied on the device
@@ -93,15 +99,19 @@ class VideoClassifier(pl.LightningModule):
         pretrained: str | None = None,
         pretrained_kind: str = "auto",
         replace_head: bool = True,
-        compile: bool = False,
+        compile: bool | CompileMode = False,
         lr_scale: float = 1.0,
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # from the CLI ``net`` is its config dict
-        if isinstance(self.hparams.get("net"), nn.Module):  # keep checkpoints weights_only
-            del self.hparams["net"]
+        with warnings.catch_warnings():  # a network built in Python is left out just below
+            warnings.filterwarnings("ignore", message="Attribute 'net' is an instance of")
+            self.save_hyperparameters()  # from the CLI ``net`` is its config dict
+        if isinstance(self.hparams.get("net"), nn.Module):  # a network built in Python:
+            # leave it out of the saved and the logged copy alike (checkpoints stay
+            # weights_only; a logger would otherwise write every weight as YAML text)
+            self.save_hyperparameters(ignore=["net"])
         self.net = net
         if embed_init_std is not None:
             with torch.no_grad():
@@ -110,19 +120,17 @@ class VideoClassifier(pl.LightningModule):
                         getattr(net, name).normal_(0.0, embed_init_std)
         self.resuming = False  # weights come from a checkpoint: pretrained is not loaded
         self.pretrained_from: zoo.Fetched | None = None  # the file loaded by load_pretrained
-        n = net.num_classes
+        # Metrics accumulate on the device and are computed at epoch end (TopKAccuracy).
         self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_acc{t}": MulticlassAccuracy(n, top_k=min(t, n), average="micro")
-                for stage in ("train", "val")
-                for t in (1, 5)
-            }
+            {f"{stage}_acc{t}": TopKAccuracy(t) for stage in ("train", "val") for t in (1, 5)}
         )
-        self.val_loss = MeanMetric()  # a metric object: every rank logs it, even with no clip
+        # a metric object: every rank logs it, even with no clip
+        self.val_loss = MeanMetric(nan_strategy="disable")
         # What the model expects as input: resolved once when training starts (from the data
         # and the backbone), saved in every checkpoint, read back from one (InputConfig).
         self.input_config: InputConfig | None = None
         self._views = ViewAccumulator()  # test and predict: view scores until a video is whole
+        self._train_metrics_logged = False  # this epoch's training metrics are registered
         self.test_results: dict[str, Any] = {}
 
     def pretrained_due(self) -> bool:
@@ -151,9 +159,14 @@ class VideoClassifier(pl.LightningModule):
         return report
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Every checkpoint carries the input record (``checkpoint["input_config"]``)."""
+        """Every checkpoint carries the input record (``checkpoint["input_config"]``), and no
+        credential: secret-named hyperparameters (the data's ``storage_options`` keys) are
+        saved as ``***``; a resumed run finds them in its environment."""
         if self.input_config is not None:
             checkpoint["input_config"] = self.input_config.to_dict()
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = redact(checkpoint[key])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Weights from a checkpoint: ``pretrained`` never over them; the input record as
@@ -188,8 +201,9 @@ class VideoClassifier(pl.LightningModule):
     def configure_model(self) -> None:
         """Compile the backbone when asked (:func:`compile_timesformer`: the whole model, falling
         back to its blocks, then eager; a no-op once compiled)."""
-        if self.hparams.compile:
-            compile_timesformer(self.net)
+        mode = self.hparams.compile
+        if mode:
+            compile_timesformer(self.net, **({"mode": mode} if isinstance(mode, str) else {}))
 
     def forward(self, video: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of normalised videos ``(B, C, T, H, W)``."""
@@ -206,53 +220,73 @@ class VideoClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------- training / validation
     def _mix(self, video: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
-        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first."""
+        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first.
+        The draws are Python numbers (``random``, seeded by ``seed_everything``): nothing is
+        read back from a tensor."""
         hp = self.hparams
         alphas = [a for a in (hp.mixup_alpha, hp.cutmix_alpha) if a > 0]
         if not alphas or video.shape[0] < 2:
             return video, label, label, 1.0
-        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or torch.rand(()) < 0.5)
+        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or random.random() < 0.5)
         alpha = hp.cutmix_alpha if use_cutmix else hp.mixup_alpha
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        lam = random.betavariate(alpha, alpha)
         perm = torch.randperm(video.shape[0], device=video.device)
         if not use_cutmix:
             return lam * video + (1 - lam) * video[perm], label, label[perm], lam
         h, w = video.shape[-2:]
         ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-        y0, x0 = int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ()))
+        y0, x0 = random.randint(0, h - ch), random.randint(0, w - cw)
         video = video.clone()
         video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
         return video, label, label[perm], 1 - ch * cw / (h * w)
 
-    def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor) -> None:
-        """Update (when there are clips) and log the stage's accuracy metrics. The metric
-        objects are logged on every step of every rank, so the epoch-end sync under DDP never
-        waits for a rank whose batches were all unreadable."""
+    def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor,
+                        log: bool = True) -> None:  # fmt: skip
+        """Update (when there are clips) and log the stage's accuracy metrics, computed at
+        epoch end (the states stay on the device until then). Validation logs the metric
+        objects on every step of every rank, so the epoch-end sync under DDP never waits for a
+        rank whose batches were all unreadable; training (every rank has every step) logs them
+        once an epoch (``log``): registering a metric object with Lightning costs about a
+        millisecond a step (it moves the object to the device each time)."""
         for name, metric in self.metrics.items():
             if name.startswith(stage):
                 if logits is not None:
                     metric.update(logits, label)
+                if not log:
+                    continue
                 self.log(
                     f"{stage}/{name.split('_')[1]}",
                     metric,
+                    on_step=False,
+                    on_epoch=True,
                     prog_bar=name.endswith("1"),
                     batch_size=max(1, len(label)),
                 )
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> Tensor:
-        """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries."""
+        """Cross-entropy on (optionally mixed) clips; logs loss, accuracy, broken-video retries.
+
+        Nothing here reads a value back to the host: the loss is logged as a device tensor
+        (Lightning converts it only on the steps it writes to the loggers, and the progress
+        bar shows the value from those steps, see :class:`~lightning_tsf.train.callbacks.
+        HostValuesBar`), the accuracies accumulate on the device until the epoch ends."""
         smoothing = self.hparams.label_smoothing
         video, y_a, y_b, lam = self._mix(batch["video"], batch["label"])
         logits = self(video)
         loss = lam * F.cross_entropy(logits, y_a, label_smoothing=smoothing)
         if lam < 1:
             loss = loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(video))
-        self._update_metrics("train", logits.detach(), batch["label"])
-        if "retries" in batch:
-            retries = torch.as_tensor(batch["retries"], device=self.device).sum().float()
-            self.log("train/decode_retries", retries, reduce_fx="sum", on_epoch=True, batch_size=1)
+        self.log("train/loss", loss, batch_size=len(video))
+        self._update_metrics("train", logits.detach(), batch["label"],
+                             log=not self._train_metrics_logged)  # fmt: skip
+        self._train_metrics_logged = True
+        if "retries" in batch:  # a (B,) tensor, on the device with the batch
+            self.log("train/decode_retries", batch["retries"].sum().float(), reduce_fx="sum",
+                     on_step=False, on_epoch=True, batch_size=1)  # fmt: skip
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_metrics_logged = False  # logged on the epoch's first step (a resumed one too)
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
         """Clip-level loss and top-1/top-5 over the valid views (a batch of unreadable videos

@@ -40,13 +40,20 @@ def build_optimizer(
     nesterov: bool = True,
     weight_decay: float = 1e-4,
     exclude_from_decay: bool = False,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """``sgd`` (momentum, Nesterov: the paper) or ``adamw`` (``momentum`` is beta1)."""
+    """``sgd`` (momentum, Nesterov: the paper) or ``adamw`` (``momentum`` is beta1).
+
+    ``fused``: AdamW's fused kernel (one launch for all parameters, its step counters on the
+    device: nothing read back per step); default: fused when every parameter is on a CUDA
+    device, else torch's default (see ``benchmarks/bench_overhead.py`` for the CPU figures)."""
     groups = param_groups(model, weight_decay, exclude_from_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+        if fused is None:
+            fused = all(p.is_cuda for g in groups for p in g["params"]) or None
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), fused=fused)
     raise ValueError(f"optimizer={name!r}; expected one of {OPTIMIZERS}")
 
 

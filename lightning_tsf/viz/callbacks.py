@@ -1,7 +1,9 @@
 """Dashboard callbacks: rollout heatmaps, t-SNE, confusion matrix and a prediction table.
 
 Plain ``pytorch_lightning.Callback``s that use only ``pl_module.net`` (a TimeSformer) and the
-validation batches/dataset, so they work with any module holding the backbone at ``net``. At
+validation batches as they pass (never the dataset: a batch is what files and shards, local or
+in object storage, have in common), so they work with any module holding the backbone at
+``net`` and any source of the DataModule. At
 the end of a validation epoch (never during the sanity check) each logs to W&B when a
 ``WandbLogger`` is attached (images under ``files/media/images`` of the run), and otherwise
 writes files under ``<log_dir>/viz/epoch_NNN/``. Add or drop each one in the YAML
@@ -10,7 +12,9 @@ writes files under ``<log_dir>/viz/epoch_NNN/``. Add or drop each one in the YAM
 The t-SNE, confusion and table callbacks share one extra forward pass per validation batch
 (``forward_features`` + head), whichever of them are enabled: the first of them in
 ``trainer.callbacks`` collects per-video outputs (a ``ViewAccumulator``) and the others read
-them from it. Normalisation and class names are the module's input record
+them from it. The clips shown (heatmaps, the table's videos) are the first view of the
+validation videos with the lowest indices that this process saw (:class:`FirstViews`; under
+DDP rank 0's share). Normalisation and class names are the module's input record
 (``pl_module.input_config``), as saved in its checkpoints.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +31,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_tsf.data.clips import clip_frame_indices
+from lightning_tsf.data.decode import VideoDecodeError
+from lightning_tsf.data.scores import ViewAccumulator
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD, normalize_video
-from lightning_tsf.data.views import ViewAccumulator, clip_frame_indices
 from lightning_tsf.inference import add_batch, outputs_dict
-from lightning_tsf.viz.heatmap import render_heatmaps, save_png
+from lightning_tsf.viz.heatmap import denormalise, render_heatmaps, save_png
 from lightning_tsf.viz.plots import plot_confusion, plot_tsne, tsne_embed
 
 
@@ -48,16 +55,62 @@ def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[str
     return names or getattr(pl_module, "hparams", {}).get("class_names") or None
 
 
-def _val_dataset(trainer: pl.Trainer):
-    loaders = trainer.val_dataloaders
-    loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-    return getattr(loader, "dataset", None)
+def source_frame_indices(path: str, spec: Any, temporal: int = 0) -> list[int] | None:
+    """Source frame numbers of evaluation clip ``temporal`` of a video, to label pictures:
+    read from the file when ``path`` is one on this machine (a shard sample's id is not: None,
+    and frames are labelled by their position in the clip)."""
+    if spec is None or not Path(path).is_file():
+        return None
+    try:
+        return clip_frame_indices(path, spec, temporal)
+    except VideoDecodeError:
+        return None
 
 
-def _dataset_items(dataset, indices: list[int]) -> list[dict]:
-    """Items of a dataset without disturbing the global RNG (datasets draw seeds from torch)."""
-    with torch.random.fork_rng(devices=[]):
-        return [dataset[i] for i in indices]
+def _frame_indices(trainer: pl.Trainer, path: str) -> list[int] | None:
+    """:func:`source_frame_indices` of a video's first view (the DataModule's views)."""
+    spec = getattr(trainer.datamodule, "view_spec", None) if trainer.datamodule else None
+    return source_frame_indices(path, spec)
+
+
+class FirstViews:
+    """The first view (``view_index == 0``) of the ``limit`` decodable videos with the lowest
+    ``video_index`` among the evaluation batches given to :meth:`add`: uint8 frames ``(T, H,
+    W, 3)`` as the model saw them, label and path. Works on whatever the loader yields (files
+    or shard streams, any worker interleaving), without indexing a dataset."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.videos: dict[int, dict[str, Any]] = {}
+
+    def clear(self) -> None:
+        self.videos = {}
+
+    def add(self, batch: dict[str, Any], mean: Sequence[float], std: Sequence[float]) -> None:
+        """Keep the rows of ``batch`` (uint8 clips, or normalised ones after the transfer)
+        that are among the ``limit`` lowest videos so far."""
+        n = batch["video"].shape[0]
+        index = torch.as_tensor(batch.get("video_index", torch.arange(n))).tolist()
+        view = torch.as_tensor(batch.get("view_index", torch.zeros(n))).tolist()
+        valid = torch.as_tensor(batch.get("valid", True)).bool().expand(n).tolist()
+        labels = torch.as_tensor(batch["label"]).tolist()
+        paths = batch.get("path") or [""] * n
+        for i in range(n):
+            v = int(index[i])
+            if view[i] != 0 or not valid[i] or v in self.videos:
+                continue
+            if len(self.videos) >= self.limit and v > max(self.videos):
+                continue
+            clip = batch["video"][i]
+            frames = (clip.permute(1, 2, 3, 0).cpu().numpy() if clip.dtype == torch.uint8
+                      else denormalise(clip, mean, std))  # fmt: skip
+            self.videos[v] = {"frames": frames, "label": int(labels[i]), "path": str(paths[i])}
+            if len(self.videos) > self.limit:
+                del self.videos[max(self.videos)]
+
+    def ordered(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(video_index, entry)`` in ascending video order."""
+        return sorted(self.videos.items())
 
 
 def _norm_stats(pl_module: pl.LightningModule) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -135,29 +188,38 @@ class AttentionHeatmapCallback(_VizCallback):
     def __init__(self, num_videos: int = 4, every_n_epochs: int = 1) -> None:
         super().__init__(every_n_epochs)
         self.num_videos = num_videos
+        self.clips = FirstViews(num_videos)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self.clips.clear()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking and trainer.is_global_zero:
+            self.clips.add(batch, *_norm_stats(pl_module))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dataset = _val_dataset(trainer)
-        if not self.active(trainer) or dataset is None:
+        held = self.clips.ordered()
+        if not self.active(trainer) or not held:
             return
-        views = getattr(dataset, "num_views", 1)
-        count = min(self.num_videos, len(dataset) // views)
-        items = _dataset_items(dataset, [i * views for i in range(count)])
-        items = [it for it in items if bool(it.get("valid", True))]
-        if not items:
-            return
-        clips = torch.stack([torch.as_tensor(it["video"]) for it in items])  # uint8 (B, C, T, H, W)
+        frames = np.stack([e["frames"] for _, e in held])  # uint8 (B, T, H, W, 3)
+        clips = torch.from_numpy(frames).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
         video = normalize_video(clips.to(pl_module.device), *_norm_stats(pl_module))
-        frames = clips.permute(0, 2, 3, 4, 1).numpy()  # (B, T, H, W, 3) as the model saw them
-        names = [Path(str(it.get("path", ""))).name for it in items]
-        spec = getattr(dataset, "spec", None)
-        indices = [clip_frame_indices(it["path"], spec) if spec else None for it in items]
+        names = [Path(e["path"]).name for _, e in held]
+        indices = [_frame_indices(trainer, e["path"]) for _, e in held]
         image, _ = render_heatmaps(
-            pl_module.net, video, frames, names=names, labels=[int(it["label"]) for it in items],
-            class_names=_class_names(trainer, pl_module), frame_indices=indices,
+            pl_module.net,
+            video,
+            frames,
+            names=names,
+            labels=[e["label"] for _, e in held],
+            class_names=_class_names(trainer, pl_module),
+            frame_indices=indices,
         )  # fmt: skip (the frames are given: mean/std would only denormalise the video)
-        caption = " | ".join(names)
-        self.log_image(trainer, "viz/heatmaps", image, caption)
+        self.log_image(trainer, "viz/heatmaps", image, " | ".join(names))
+        self.clips.clear()
 
 
 class TSNECallback(_VizCallback):
@@ -200,6 +262,18 @@ class PredictionTableCallback(_VizCallback):
         super().__init__(every_n_epochs)
         self.num_videos = num_videos
         self.fps = fps
+        self.clips = FirstViews(num_videos)  # the table's videos (W&B)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self.clips.clear()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not trainer.sanity_checking and trainer.is_global_zero and _wandb(trainer):
+            self.clips.add(batch, *_norm_stats(pl_module))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         out = self.outputs(trainer) if self.active(trainer) else None
@@ -238,21 +312,15 @@ class PredictionTableCallback(_VizCallback):
 
         from lightning_tsf.data.encode import write_video
 
-        dataset = _val_dataset(trainer)
-        views = getattr(dataset, "num_views", 1)
         columns = ["video", *rows[0]]
         data = []
-        clips = [None] * len(rows)
-        if dataset is not None:
-            clips = [
-                it["video"]
-                for it in _dataset_items(dataset, [r["video_index"] * views for r in rows])
-            ]
+        held = self.clips.videos
+        clips = [held[r["video_index"]]["frames"] if r["video_index"] in held else None
+                 for r in rows]  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            for r, clip in zip(rows, clips):
+            for r, frames in zip(rows, clips):  # uint8 (T, H, W, 3) or None
                 video = None
-                if clip is not None:
-                    frames = torch.as_tensor(clip).permute(1, 2, 3, 0).numpy()  # uint8 (T, H, W, 3)
+                if frames is not None:
                     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p: even
                     path = Path(tmp) / f"{r['video_index']}.mp4"
                     write_video(path, frames[:, :h, :w], self.fps, lossless=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_tsf.data.dataset import VideoBatch
+from lightning_tsf.data.items import VideoBatch
 from lightning_tsf.data.transforms import DEFAULT_MEAN, DEFAULT_STD
 from lightning_tsf.inference import collect_outputs
 from lightning_tsf.models import TimeSformer
