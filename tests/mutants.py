@@ -50,24 +50,48 @@ def lr_zero(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(LRSchedule, "__call__", _count(lambda self, step: 0.0))
 
 
-def labels_rolled(mp: pytest.MonkeyPatch) -> None:
-    """The loaders' default collation pairs each clip with the next clip's label (labels
-    rolled by one within the batch)."""
+_inside = [0]  # collate functions calling each other roll the labels once, at the outermost
+
+
+def _rolled(collate: Callable) -> Callable:
     import torch
-    from torch.utils.data import _utils
 
-    original = _utils.collate.default_collate
-
-    def collate(batch):
-        out = original(batch)
-        if isinstance(out, dict) and isinstance(out.get("label"), torch.Tensor):
+    def rolled(batch):
+        _inside[0] += 1
+        try:
+            out = collate(batch)
+        finally:
+            _inside[0] -= 1
+        if not _inside[0] and isinstance(out, dict) and isinstance(out.get("label"), torch.Tensor):
             out["label"] = out["label"].roll(1, dims=0)
         return out
 
-    counted = _count(collate)
+    return rolled
+
+
+def labels_rolled(mp: pytest.MonkeyPatch) -> None:
+    """The loaders' collation (torch's default for training, the package's ``collate_views``
+    for evaluation) pairs each clip with the next clip's label (labels rolled by one within
+    the batch)."""
+    import torch
+    from torch.utils.data import _utils
+
+    counted = _count(_rolled(_utils.collate.default_collate))
     mp.setattr(_utils.collate, "default_collate", counted)
     mp.setattr(torch.utils.data, "default_collate", counted)
     mp.setattr(torch.utils.data.dataloader, "default_collate", counted, raising=False)
+    # the evaluation loaders' collation of views (lightning_tsf.data.items), where it is used
+    import importlib
+
+    for name in ("lightning_tsf.data.items", "lightning_tsf.data.sources",
+                 "lightning_tsf.data.streaming"):  # fmt: skip
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        views = getattr(module, "collate_views", None)
+        if views is not None:
+            mp.setattr(module, "collate_views", _count(_rolled(views)))
 
 
 def frames_reversed(mp: pytest.MonkeyPatch) -> None:
