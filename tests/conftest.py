@@ -8,6 +8,7 @@ Videos are lossless H.264 4:4:4; the RGB→YUV→RGB round trip changes values b
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -273,15 +274,16 @@ def ssv2_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def folder_synthetic(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """:func:`tiny_synthetic` as a folder dataset, ``<split>/<class>/<video>.mp4`` (links)."""
+    """:func:`tiny_synthetic` as a folder dataset, ``<split>/<class>/<video>.mp4`` (copies:
+    links out of the dataset root are refused)."""
     root = tmp_path_factory.mktemp("folder_synthetic")
     names = (tiny_synthetic / "classnames.txt").read_text().split()
     for split in ("train", "val", "test"):
         for line in (tiny_synthetic / f"{split}.csv").read_text().splitlines():
             rel, label = line.rsplit(" ", 1)
-            link = root / split / names[int(label)] / Path(rel).name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(tiny_synthetic / rel)
+            copy = root / split / names[int(label)] / Path(rel).name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tiny_synthetic / rel, copy)
     return root
 
 
