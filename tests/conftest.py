@@ -8,6 +8,7 @@ Videos are lossless H.264 4:4:4; the RGB→YUV→RGB round trip changes values b
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,16 +169,15 @@ def tiny_overrides(tiny_synthetic: Path) -> Callable[[Path], list[str]]:
 
 
 def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
+    """:func:`run_overrides` plus a CPU-sized network and Kinetics-format data without
+    ``zoo:`` weights: for tests of the training machinery, not of the shipped files."""
     net = "--model.net.init_args."
     return [
-        f"--data.data_root={root}",
+        *run_overrides(root, run_dir),
         "--data.format=kinetics",
         "--data.annotations.video_dir=",
         "--data.clips.num_frames=4",
         "--data.clips.sampling_rate=4",
-        "--data.clips.crop_size=32",
-        "--data.clips.train_scale=[32, 36]",
-        "--data.batch_size=2",
         "--data.num_workers=0",
         "--data.loader.pin_memory=false",
         f"{net}patch_size=8",
@@ -185,6 +185,27 @@ def _tiny_overrides(root: Path, run_dir: Path) -> list[str]:
         f"{net}depth=1",
         f"{net}num_heads=2",
         "--model.pretrained=null",
+    ]
+
+
+def run_overrides(
+    root: Path, run_dir: Path, frames: int | None = None, batches: int | None = None
+) -> list[str]:
+    """THE overrides a shipped experiment file gets in tests, and the only ones
+    (tests/test_train_cli.py runs every file with these alone): its data path, its run
+    folder and sizes (clip size, ``frames``, batch; one epoch of ``batches`` batches), the
+    accelerator pinned to the CPU. Nothing that switches a feature off: the data format, video
+    folder, sampler, flip, network, ``zoo:`` weights, logger and callbacks stay as shipped."""
+    sizes = [] if frames is None else [f"--data.clips.num_frames={frames}"]
+    if batches is not None:
+        sizes += ["--trainer.max_epochs=1", f"--trainer.limit_train_batches={batches}",
+                  f"--trainer.limit_val_batches={batches}"]  # fmt: skip
+    return [
+        f"--data.data_root={root}",
+        "--data.clips.crop_size=32",
+        "--data.clips.train_scale=[32, 36]",
+        "--data.batch_size=2",
+        *sizes,
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         f"--trainer.default_root_dir={run_dir}",
@@ -224,3 +245,89 @@ def data_module(data_root: str | Path, **options: Any):
 
     grouped, _ = upgrade({"data_root": str(data_root), **options})
     return VideoDataModule(**grouped)
+
+
+# ---------------------------------------------------------------- shipped experiment files
+@pytest.fixture(scope="session")
+def ssv2_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic motion videos in Something-Something v2's layout, as SSv2 ships it:
+    ``labels.json`` (template -> id), ``train.json`` / ``validation.json`` entries whose
+    templates carry bracketed placeholders, ``videos/<id>.webm`` (32 px, 16 frames)."""
+    from lightning_tsf.data.synthetic import render_video
+
+    root = tmp_path_factory.mktemp("ssv2_synthetic")
+    templates = ["Moving [something] from left to right", "Moving [something] from right to left",
+                 "Moving [something] down", "Moving [something] up"]  # fmt: skip
+    labels = {t.replace("[", "").replace("]", ""): str(i) for i, t in enumerate(templates)}
+    (root / "labels.json").write_text(json.dumps(labels))
+    rng = np.random.default_rng(0)
+    for name, ids in (("train.json", range(100, 108)), ("validation.json", range(200, 204))):
+        entries = []
+        for i in ids:
+            label = i % 4
+            write_video(root / "videos" / f"{i}.webm", render_video(label, rng, 32, 16, 4), 8)
+            entries.append({"id": str(i), "label": "something", "template": templates[label],
+                            "placeholders": ["something"]})  # fmt: skip
+        (root / name).write_text(json.dumps(entries))
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_synthetic(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny_synthetic` as a folder dataset, ``<split>/<class>/<video>.mp4`` (copies:
+    links out of the dataset root are refused)."""
+    root = tmp_path_factory.mktemp("folder_synthetic")
+    names = (tiny_synthetic / "classnames.txt").read_text().split()
+    for split in ("train", "val", "test"):
+        for line in (tiny_synthetic / f"{split}.csv").read_text().splitlines():
+            rel, label = line.rsplit(" ", 1)
+            copy = root / split / names[int(label)] / Path(rel).name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tiny_synthetic / rel, copy)
+    return root
+
+
+def _random_state(model, scale: float = 0.02, seed: int = 0) -> dict:
+    """``model``'s state-dict shapes (a model built on the meta device) filled with N(0, scale)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * scale for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def zoo_mirror(tmp_path_factory: pytest.TempPathFactory):
+    """A loopback HTTP mirror (``$LIGHTNING_TSF_ZOO_URL``) of the two zoo files the shipped
+    experiments start from, at their real sizes: ``vit_base_in21k`` (timm layout, ViT-B/16 at
+    224, 1000-class head) and ``timesformer_k400`` (official layout: ``model_state`` with the
+    ``model.`` prefix, divided 8x224, 400 classes), random weights. Yields ``(url, cache,
+    states)``: the cache folder to use (downloads happen once per session) and the tensors
+    of each file by zoo name."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+
+    from lightning_tsf.models import create_model, zoo
+
+    folder = tmp_path_factory.mktemp("zoo_mirror")
+    with torch.device("meta"):
+        vit = create_model("timesformer", attention_type="space_only", num_classes=1000)
+        k400 = create_model("timesformer", num_frames=8, num_classes=400)
+    states = {"vit_base_in21k": _random_state(vit, seed=1),
+              "timesformer_k400": _random_state(k400, seed=2)}  # fmt: skip
+    torch.save(states["vit_base_in21k"], folder / zoo.ZOO["vit_base_in21k"].file)
+    official = {f"model.{k}": v for k, v in states["timesformer_k400"].items()}
+    torch.save({"model_state": official, "epoch": 15}, folder / zoo.ZOO["timesformer_k400"].file)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cache = tmp_path_factory.mktemp("zoo_cache")
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", cache, states
+    httpd.shutdown()
+    httpd.server_close()

@@ -176,3 +176,31 @@ def test_timm_init_fills_every_extra_step(attention_type):
     report = load_checkpoint(video, timm_vit_state(img_size=32))
     name = "local" if attention_type == "sparse_local_global" else "width"
     assert any(f"blocks.0.{name}_attn.qkv.weight" in s for s in report.initialised)
+
+
+@pytest.mark.parametrize("kind", ["official", "lightning"])
+def test_a_checkpoint_of_another_clip_size_loads_as_its_model_runs_it(kind):
+    """Fine-tuning a checkpoint at another clip size (the shipped fine-tune file at smaller
+    sizes, or 16 frames): the model built at the new size computes what the checkpoint's own
+    model computes on such clips (its forward resizes ``pos_embed`` and ``time_embed`` by
+    nearest neighbour, as the official code does); the report says what was resized."""
+    big = perturbed()  # 4 frames, 32 px: a 4x4 patch grid
+    with torch.no_grad():
+        big.time_embed.normal_(0, 1.0)
+        big.pos_embed.normal_(0, 1.0)
+    small = model(img_size=16, num_frames=2)  # 2 frames, 16 px: a 2x2 grid
+    state = big.state_dict()
+    ckpt = {"model_state": state} if kind == "official" else {
+        "state_dict": {f"net.{k}": v for k, v in state.items()}}  # fmt: skip
+    with pytest.raises(CheckpointError, match="pos_embed 1x17x32 vs model 1x5x32"):
+        load_checkpoint(small, ckpt, kind=kind)  # by default: refused (export, zoo checks)
+    report = load_checkpoint(small, ckpt, kind=kind, resize_embeddings=True)
+    assert "pos_embed (resized 4x4 -> 2x2, nearest)" in report.initialised
+    assert "time_embed (resized 4 -> 2 frames, nearest)" in report.initialised
+    x = torch.randn(2, 3, 2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), big.eval()(x), rtol=0, atol=1e-5)
+    # the patch grid's nearest neighbours by hand: 4x4 -> 2x2 keeps rows/columns 0 and 2
+    grid = big.pos_embed[0, 1:].view(4, 4, -1)
+    torch.testing.assert_close(small.pos_embed[0, 1:].view(2, 2, -1), grid[::2, ::2])
+    torch.testing.assert_close(small.time_embed[0], big.time_embed[0, ::2])

@@ -113,8 +113,14 @@ def test_segment_train_random_within_segments():
 
 
 def test_segment_views_and_short_video():
-    views = [segment_indices(33, 8, train=False, view=v, num_views=2)[0] for v in range(2)]
-    assert views == [1, 3]
+    # K test views per segment: the centres of K equal parts of each segment (K = 1: the
+    # official middle, (start + end) // 2): start + (end - start) * (2v + 1) // (2K); segment 0
+    # of 33 frames in 8 spans [0, 4], so views 0 and 1 take 0 + 4 * 1 // 4 and 0 + 4 * 3 // 4
+    views = [segment_indices(33, 8, train=False, view=v, num_views=2) for v in range(2)]
+    starts, ends = np.round(4 * np.arange(8)), np.round(4 * np.arange(1, 9))
+    for v in range(2):
+        np.testing.assert_array_equal(views[v], starts + (ends - starts) * (2 * v + 1) // 4)
+    assert [views[0][0], views[1][0]] == [1, 3]
     idx = segment_indices(3, 8, train=True, rng=np.random.default_rng(0))
     assert len(idx) == 8 and idx.min() >= 0 and idx.max() <= 2
 

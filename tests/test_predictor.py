@@ -172,7 +172,10 @@ def test_timeline_windows_scores_and_files(files, tmp_path):
     data = json.loads(json_path.read_text())
     assert data["duration_s"] == 10 and data["window_s"] == 2 and data["stride_s"] == 1
     assert data["windows"][8]["frames"] == [82, 87, 92, 96]
-    assert Image.open(png).size == (1000, 260)
+    # plot_timeline draws a 10 x 2.6 inch figure (viz/timeline.py) at viz.plots.new_figure's
+    # 100 dpi: 1000 x 260 px; and it is drawn on, not blank
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (round(2.6 * 100), 10 * 100, 3) and image.std() > 10
     short = pred.timeline(files["short"], window_s=2.0)
     assert len(short.windows) == 1 and (short.windows[0].start_s, short.windows[0].end_s) == (
         0.0, 1.5) and "one window" in short.note  # fmt: skip

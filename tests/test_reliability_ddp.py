@@ -39,7 +39,7 @@ def test_predict_keeps_views_together(base: list[str], tmp_path: Path) -> None:
     assert cli_main(["fit", *base, "--trainer.max_epochs=1"]) == 0
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     outputs = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+    for devices, strategy in ((1, "auto"), (2, "ddp_fork")):
         out = tmp_path / f"pred{devices}" / "p.jsonl"
         args = [*base, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}",
                 "--trainer.callbacks+=lightning_tsf.train.callbacks.PredictionWriter",
@@ -68,14 +68,28 @@ def test_validation_with_an_all_broken_rank(base: list[str], tiny_synthetic: Pat
                 if line][4:]:  # fmt: skip
         write_broken(data / rel, "text")
     args = [*base, f"--data.data_root={data}", "--trainer.devices=2",
-            "--trainer.strategy=ddp_spawn", "--trainer.max_epochs=1"]  # fmt: skip
+            "--trainer.strategy=ddp_fork", "--trainer.max_epochs=1"]  # fmt: skip
     code = ("import sys; from lightning_tsf.commands.lightning import cli_main;"
             "sys.exit(cli_main(['fit', *sys.argv[1:]]))")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=240, env={**os.environ, "WANDB_MODE": "offline"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
     assert state["epoch"] == 0
+    (logged,) = [s["best_model_score"] for k, s in state["callbacks"].items()
+                 if "ModelCheckpoint" in k]  # fmt: skip  # val/acc1 of the 2-rank epoch
+    # rank 0's share alone (the 4 readable videos), validated by one process with the same
+    # weights: the 2-rank accuracy is exactly that one
+    good = tmp_path / "good"
+    shutil.copytree(data, good, symlinks=True)
+    lines = (data / "val.csv").read_text().splitlines(keepends=True)
+    (good / "val.csv").write_text("".join(lines[:4]))
+    cli = TSFCLI(args=[*base, f"--data.data_root={good}",
+                       f"--trainer.default_root_dir={tmp_path / 'one'}"], run=False)  # fmt: skip
+    (res,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt),
+                                  verbose=False)  # fmt: skip
+    assert float(logged) == pytest.approx(res["val/acc1"], abs=1e-6)
 
 
 def _free_port() -> int:

@@ -1,5 +1,5 @@
 """An exact global batch: per-device batch x devices x accumulation = global, checked by hand
-and with 2 real DDP processes (gloo, ``ddp_spawn``)."""
+and with 2 real DDP processes (gloo, ``ddp_fork``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def smoke_args(tiny_overrides: Callable[[Path], list[str]], tmp_path: Path, monk
     monkeypatch.setattr(sys, "argv", ["tsf"])
     return ["--config", str(SMOKE), *tiny_overrides(tmp_path / "run"),
             "--trainer.limit_train_batches=1.0", "--trainer.enable_progress_bar=false",
-            "--trainer.strategy=ddp_spawn", "--trainer.devices=2"]  # fmt: skip
+            "--trainer.strategy=ddp_fork", "--trainer.devices=2"]  # fmt: skip
 
 
 @pytest.mark.timeout(900)  # training runs: slower than the 300 s default (pyproject.toml)

@@ -1,4 +1,4 @@
-"""Multi-view test under real DDP (2 CPU processes, gloo, ``ddp_spawn``): every video counted
+"""Multi-view test under real DDP (2 CPU processes, gloo, ``ddp_fork``): every video counted
 once, video-level accuracy equal to the single-process result on the same data."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_ddp_multiview_test_matches_single_process(
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
 
     results = {}
-    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+    for devices, strategy in ((1, "auto"), (2, "ddp_fork")):
         cli = TSFCLI(
             args=[*args, f"--trainer.devices={devices}", f"--trainer.strategy={strategy}"],
             run=False,

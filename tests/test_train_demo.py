@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _tiny_overrides
+from conftest import run_overrides
 from PIL import Image
 
 from lightning_tsf.commands.demo import run_experiment
@@ -20,11 +20,11 @@ from lightning_tsf.configs import config_path
 
 @pytest.fixture(scope="module")
 def demo_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One epoch of the demo's experiment file (its W&B logger offline, its callbacks) on the
-    tiny dataset, with the pictures; the run folder is private to this module."""
+    """One epoch of the demo's experiment file as shipped (its network, time guard, W&B
+    logger offline and callbacks; only the data path and sizes changed, ``run_overrides``)
+    on the tiny dataset, with the pictures; the run folder is private to this module."""
     out = tmp_path_factory.mktemp("demo")
-    overrides = [*_tiny_overrides(tiny_synthetic, out), "--trainer.max_epochs=1",
-                 "--trainer.max_time=null"]  # fmt: skip
+    overrides = [*run_overrides(tiny_synthetic, out), "--trainer.max_epochs=1"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")

@@ -59,8 +59,37 @@ def test_checkpoint_hparams_are_plain() -> None:
     model = VideoClassifier(create_model("timesformer_tiny", num_classes=4), mixup_alpha=0.2)
     assert "net" not in model.hparams
     video = torch.randn(4, 3, 4, 32, 32)
-    mixed, y_a, y_b, lam = model._mix(video, torch.arange(4))
-    assert mixed.shape == video.shape and 0 <= lam <= 1
+    labels = torch.tensor([3, 1, 0, 2])
+    torch.manual_seed(0)
+    mixed, y_a, y_b, lam = model._mix(video, labels)
+    # mixup (Zhang et al. 2018): x = lam x_i + (1 - lam) x_perm(i), loss weights lam / 1 - lam
+    # on the clip's own label and its partner's: the partner of clip i carries label y_b[i]
+    assert 0 < lam < 1 and torch.equal(y_a, labels)
+    perm = torch.tensor([int((labels == y).nonzero()) for y in y_b])  # labels are distinct
+    assert sorted(perm.tolist()) == [0, 1, 2, 3]
+    torch.testing.assert_close(mixed, lam * video + (1 - lam) * video[perm])
+
+
+def test_cutmix_pastes_a_box_and_weights_labels_by_its_area() -> None:
+    """CutMix (Yun et al. 2019): a box of the partner clip pasted into every frame, the label
+    weight of the clip itself = 1 - box area / frame area."""
+    model = VideoClassifier(create_model("timesformer_tiny", num_classes=4), cutmix_alpha=1.0)
+    video = torch.randn(4, 3, 4, 32, 32)
+    labels = torch.tensor([3, 1, 0, 2])
+    torch.manual_seed(1)
+    mixed, y_a, y_b, lam = model._mix(video, labels)
+    perm = torch.tensor([int((labels == y).nonzero()) for y in y_b])
+    box = (mixed != video).any(1).any(1)  # (B, H, W): pixels that came from the partner
+    for i in range(4):
+        if perm[i] == i:
+            continue
+        ys, xs = box[i].nonzero(as_tuple=True)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        assert box[i].sum() == (y1 - y0) * (x1 - x0)  # a rectangle
+        assert abs(1 - float((y1 - y0) * (x1 - x0)) / (32 * 32) - lam) < 1e-6
+        part = (..., slice(y0, y1), slice(x0, x1))
+        torch.testing.assert_close(mixed[i][part], video[perm[i]][part])
+    assert torch.equal(y_a, labels)
 
 
 def test_batches_are_normalised_after_the_transfer() -> None:

@@ -317,8 +317,17 @@ def test_render_heatmaps_batch_denormalises():
     model = TimeSformer(
         img_size=16, patch_size=8, num_frames=2, num_classes=3, embed_dim=16, depth=2, num_heads=2
     )
-    video = torch.randn(2, 3, 2, 16, 16)
+    # known uint8 frames, normalised as the data pipeline does: (x / 255 - mean) / std
+    frames = np.random.default_rng(0).integers(0, 256, (2, 2, 16, 16, 3), dtype=np.uint8)
+    mean, std = 0.45, 0.225
+    video = (torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 255 - mean) / std
     image, maps = render_heatmaps(model, video)
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
     assert image.shape[0] >= 2 * 2 * 112 and image.shape[1] >= 2 * 112  # 2 clips, 2 frames
     assert maps.shape == (2, 2, 2, 2) and bool((maps > 0).all())
+    # de-normalised, the figure shows exactly the frames the clips were made of
+    shown, _ = render_heatmaps(model, video, frames)
+    np.testing.assert_array_equal(image, shown)
+    # and not what another normalisation would give (the check can fail)
+    other, _ = render_heatmaps(model, video, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert np.abs(other.astype(int) - shown).max() > 20

@@ -54,7 +54,15 @@ def test_tsne_command(tmp_path, capsys):
     rows = "".join(f"{i},v{i}.mp4,{c}\n" for i, c in enumerate(labels))
     (tmp_path / "index.csv").write_text("row,path,label\n" + rows)
     assert tsf(["tsne", str(tmp_path)]) == 0
-    assert Image.open(tmp_path / "tsne.png").size[0] > 300
+    png = np.asarray(Image.open(tmp_path / "tsne.png").convert("RGB")).astype(int)
+    # the labels of index.csv colour the points: tab10's first two colours (blue, orange),
+    # drawn at alpha 0.85 over white, are both there
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        drawn = 0.85 * np.array(rgb) + 0.15 * 255
+        assert (np.abs(png - drawn).max(-1) < 12).sum() > 50, rgb
+    # and the points are the t-SNE of features.npy (seed 0): the same figure drawn here
+    want = plot_tsne(tsne_embed(feats, 0), labels, None, tmp_path / "want.png")
+    np.testing.assert_array_equal(png, want.astype(int))
 
 
 def test_save_tsne_over_datamodule(tmp_path):

@@ -251,6 +251,35 @@ def _resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
     return torch.cat((pos[:, :1], rearrange(other, "1 d h w -> 1 (h w) d").to(pos.dtype)), dim=1)
 
 
+def _resize_embeddings(
+    state: dict[str, Tensor], model: TimeSformer, report: LoadReport
+) -> dict[str, Tensor]:
+    """A video checkpoint trained at another clip size (fine-tuning the 8x224 K400 weights at
+    16 frames or 112 px): ``pos_embed`` and ``time_embed`` resized the way the model's forward
+    (and the official code) resizes them for such inputs, nearest neighbour on the patch grid
+    and over time, so the model built at the new size computes what the checkpoint's model
+    computes on those inputs."""
+    target, out = model.state_dict(), dict(state)
+    pos, te = state.get("pos_embed"), state.get("time_embed")
+    want = target.get("pos_embed")
+    if pos is not None and want is not None and pos.shape[::2] == want.shape[::2] \
+            and pos.shape != want.shape:  # fmt: skip
+        side, g = int(round((pos.shape[1] - 1) ** 0.5)), model.img_size // model.patch_size
+        if side * side == pos.shape[1] - 1 and g * g == want.shape[1] - 1:
+            grid = rearrange(pos[:, 1:], "1 (h w) d -> 1 d h w", h=side)
+            grid = F.interpolate(grid, size=(g, g), mode="nearest")
+            out["pos_embed"] = torch.cat((pos[:, :1], rearrange(grid, "1 d h w -> 1 (h w) d")), 1)
+            report.initialised.append(f"pos_embed (resized {side}x{side} -> {g}x{g}, nearest)")
+    want = target.get("time_embed")
+    if te is not None and want is not None and te.shape[::2] == want.shape[::2] \
+            and te.shape != want.shape:  # fmt: skip
+        t = want.shape[1]
+        resized = F.interpolate(te.transpose(1, 2), size=t, mode="nearest")
+        out["time_embed"] = resized.transpose(1, 2)
+        report.initialised.append(f"time_embed (resized {te.shape[1]} -> {t} frames, nearest)")
+    return out
+
+
 def _timm_to_video(
     state: dict[str, Tensor], model: TimeSformer, report: LoadReport
 ) -> dict[str, Tensor]:
@@ -281,6 +310,7 @@ def load_checkpoint(
     kind: str = "auto",
     strict: bool = True,
     replace_head: bool = True,
+    resize_embeddings: bool = False,
 ) -> LoadReport:
     """Load weights from a file or an in-memory checkpoint into ``model``.
 
@@ -290,6 +320,9 @@ def load_checkpoint(
     ``replace_head``: a checkpoint of any kind whose head has another class count than the
     model (fine-tuning K400 weights on 3 classes) keeps the model's freshly initialised head
     and says so in the report; False refuses with a :class:`CheckpointError`.
+    ``resize_embeddings``: a video checkpoint of another clip size (fine-tuning) has its
+    ``pos_embed``/``time_embed`` resized as the forward resizes them; False (export, the zoo's
+    check) refuses the mismatch, so a file is never silently run at a size it does not have.
     Returns a :class:`LoadReport`.
     """
     if kind not in KINDS:
@@ -315,6 +348,8 @@ def load_checkpoint(
         extra = [k for k in state if k not in target]
         report.dropped += extra  # e.g. pre_logits.*, fc_norm.*: ImageNet-only layers
         state = {k: v for k, v in state.items() if k in target}
+    elif resize_embeddings:
+        state = _resize_embeddings(state, model, report)
 
     report.missing = sorted(k for k in target if k not in state)
     report.unexpected = sorted(k for k in state if k not in target)

@@ -150,8 +150,10 @@ class VideoClassifier(pl.LightningModule):
             got = zoo.fetch(spec.removeprefix(zoo.PREFIX), download=download)
         else:
             got = zoo.Fetched(Path(spec), kind, "file")
+        # fine-tuning may train at other clip sizes: embeddings resized as the forward does
         report = load_checkpoint(self.net, got.path, kind=got.kind,
-                                 replace_head=self.hparams.replace_head)  # fmt: skip
+                                 replace_head=self.hparams.replace_head,
+                                 resize_embeddings=True)  # fmt: skip
         log.warning("%s: %s", got.path, report)
         self.pretrained_from = got
         return report
