@@ -287,3 +287,16 @@ def test_writer_small_ones(s3_bucket: S3Server, tiny_synthetic: Path, tiny_shard
     again = write_shards(tiny_synthetic, url, staging=staging,
                          short_side=32, num_workers=1, progress=False)  # fmt: skip
     assert again.done_before == ["train", "val", "test"] and not again.uploaded
+
+
+def test_a_linked_folder_out_of_the_root_is_caught(tmp_path: Path) -> None:
+    """A folder inside the root that is a symlink out of it: its videos are outside (the
+    folders are resolved once per split, each video's own link checked too)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.mp4").write_bytes(b"")
+    root = _dataset(tmp_path / "data", ["videos/a.mp4 0", "linked/x.mp4 1"])
+    (root / "linked").symlink_to(outside)
+    expected = r"train.csv:2: .*linked/x.mp4 -> .*outside/x.mp4 lies outside"
+    with pytest.raises(AnnotationError, match=expected):
+        load_split("kinetics", root, "train.csv", ["x", "y"])

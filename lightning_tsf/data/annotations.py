@@ -64,18 +64,39 @@ OUTSIDE_HINT = (
 
 
 def check_inside(
-    path: str | Path, root: str | Path, where: str, allow_outside: bool = False
+    path: str | Path,
+    root: str | Path,
+    where: str,
+    allow_outside: bool = False,
+    seen: dict[str, str] | None = None,
 ) -> None:
     """Raise :class:`AnnotationError` (naming ``where``: file and line) when ``path`` resolves,
     ``..`` and symlinks followed, outside ``root`` (itself resolved: a root reached through a
-    symlink is fine); nothing with ``allow_outside``."""
+    symlink is fine); nothing with ``allow_outside``. ``seen``: resolved folders kept by the
+    caller while it reads one split (its videos share a few folders: one ``lstat`` a video)."""
     if allow_outside:
         return
-    real, base = os.path.realpath(path), os.path.realpath(root)
+    seen = {} if seen is None else seen
+    real, base = _realpath(os.fspath(path), seen), _real_dir(os.fspath(root), seen)
     if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
         shown = f"{path} -> {real}" if os.path.abspath(path) != real else real
         raise AnnotationError(f"{where}: {shown} lies outside the dataset root {base}; "
                               f"{OUTSIDE_HINT}")  # fmt: skip
+
+
+def _real_dir(folder: str, seen: dict[str, str]) -> str:
+    if folder not in seen:
+        seen[folder] = os.path.realpath(folder)
+    return seen[folder]
+
+
+def _realpath(path: str, seen: dict[str, str]) -> str:
+    """``os.path.realpath(path)``: the folder's resolved once per ``seen``, then the name
+    joined to it unless the name is itself a link (or ``.``/``..``)."""
+    head, tail = os.path.split(path)
+    if tail in ("", ".", "..") or os.path.islink(path):
+        return os.path.realpath(path)
+    return os.path.join(_real_dir(head or os.curdir, seen), tail)
 
 
 def require(path: Path, what: str) -> Path:
@@ -190,6 +211,7 @@ def read_kinetics_csv(
     names = list(class_names or [])
     by_name = {name: i for i, name in enumerate(names)}
     records = []
+    seen: dict[str, str] = {}  # resolved folders
     for n, line in enumerate(read_text(csv_path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -215,7 +237,7 @@ def read_kinetics_csv(
             close = difflib.get_close_matches(label, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AnnotationError(f"{where}: unknown label {label!r}{hint}")
-        check_inside(root / rel, root, where, allow_outside)
+        check_inside(root / rel, root, where, allow_outside, seen)
         records.append(VideoRecord(str(root / rel), idx))
     return records
 
@@ -249,6 +271,7 @@ def read_ssv2(
     labels = {name: i for i, name in enumerate(read_class_names(labels_path))}
     root = Path(root)
     records = []
+    seen: dict[str, str] = {}  # resolved folders
     for i, entry in enumerate(entries):
         where = f"{json_path}: entry [{i}]"
         if not isinstance(entry, dict):
@@ -274,7 +297,7 @@ def read_ssv2(
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise AnnotationError(f"{where}: template {key!r} not in {labels_path}{hint}")
             label = labels[key]
-        check_inside(root / f"{vid}{ext}", root, where, allow_outside)
+        check_inside(root / f"{vid}{ext}", root, where, allow_outside, seen)
         records.append(VideoRecord(str(root / f"{vid}{ext}"), label))
     return records
 
@@ -297,16 +320,18 @@ def read_folder(
     too) must resolve inside ``root`` (:func:`check_inside`) unless ``allow_outside``."""
     root = Path(root)
     names = class_names if class_names is not None else folder_classes(root)
-    records = []
+    records: list[VideoRecord] = []
+    seen: dict[str, str] = {}  # resolved folders
     for label, name in enumerate(names):
         folder = root / name
         where = f"{class_file}: class {label} {name!r}" if class_file else f"{root}: {name!r}"
-        check_inside(folder, root, where, allow_outside)
+        check_inside(folder, root, where, allow_outside, seen)
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-                check_inside(path, root, f"{root}: {path.relative_to(root)}", allow_outside)
+                check_inside(path, root, f"{root}: {path.relative_to(root)}", allow_outside,
+                             seen)  # fmt: skip
                 records.append(VideoRecord(str(path), label))
     return records
 
