@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning_tsf.data.containment import outside_root
 
 FORMATS = ("kinetics", "ssv2", "folder")
 # Every video file suffix recognised in folders (datasets, prepare, inference on files).
@@ -57,12 +58,6 @@ class AnnotationError(ValueError):
 HEADER_LABELS = {"label", "labels", "class", "class_name", "classname", "category", "target"}
 
 
-OUTSIDE_HINT = (
-    "fix the entry, or set data.annotations.allow_outside_root=true (--allow-outside-root for tsf "
-    "check-videos/prepare/shard) if files outside the dataset are meant"
-)
-
-
 def check_inside(
     path: str | Path,
     root: str | Path,
@@ -71,32 +66,10 @@ def check_inside(
     seen: dict[str, str] | None = None,
 ) -> None:
     """Raise :class:`AnnotationError` (naming ``where``: file and line) when ``path`` resolves,
-    ``..`` and symlinks followed, outside ``root`` (itself resolved: a root reached through a
-    symlink is fine); nothing with ``allow_outside``. ``seen``: resolved folders kept by the
-    caller while it reads one split (its videos share a few folders: one ``lstat`` a video)."""
-    if allow_outside:
-        return
-    seen = {} if seen is None else seen
-    real, base = _realpath(os.fspath(path), seen), _real_dir(os.fspath(root), seen)
-    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
-        shown = f"{path} -> {real}" if os.path.abspath(path) != real else real
-        raise AnnotationError(f"{where}: {shown} lies outside the dataset root {base}; "
-                              f"{OUTSIDE_HINT}")  # fmt: skip
-
-
-def _real_dir(folder: str, seen: dict[str, str]) -> str:
-    if folder not in seen:
-        seen[folder] = os.path.realpath(folder)
-    return seen[folder]
-
-
-def _realpath(path: str, seen: dict[str, str]) -> str:
-    """``os.path.realpath(path)``: the folder's resolved once per ``seen``, then the name
-    joined to it unless the name is itself a link (or ``.``/``..``)."""
-    head, tail = os.path.split(path)
-    if tail in ("", ".", "..") or os.path.islink(path):
-        return os.path.realpath(path)
-    return os.path.join(_real_dir(head or os.curdir, seen), tail)
+    ``..`` and symlinks followed, outside ``root`` (:func:`~.containment.outside_root`);
+    nothing with ``allow_outside``. ``seen``: the caller's resolved folders for one split."""
+    if not allow_outside and (reason := outside_root(path, root, {} if seen is None else seen)):
+        raise AnnotationError(f"{where}: {reason}")
 
 
 def require(path: Path, what: str) -> Path:

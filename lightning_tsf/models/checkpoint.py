@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
+from lightning_tsf.models.embeddings import resize_pos_embed, resize_video_embeddings
 from lightning_tsf.models.timesformer import TimeSformer
 
 KINDS = ("auto", "official", "hf", "lightning", "timm", "state_dict")
@@ -243,43 +242,6 @@ def _detect(obj: Mapping, model: TimeSformer) -> tuple[str, Mapping[str, Tensor]
     return "state_dict", obj
 
 
-def _resize_pos_embed(pos: Tensor, grid: tuple[int, int]) -> Tensor:
-    """(1, 1+h*w, D) -> (1, 1+grid_h*grid_w, D), bicubic on the 2-D patch grid, cls kept."""
-    side = int(round((pos.shape[1] - 1) ** 0.5))
-    other = rearrange(pos[:, 1:], "1 (h w) d -> 1 d h w", h=side).float()
-    other = F.interpolate(other, size=grid, mode="bicubic", align_corners=False)
-    return torch.cat((pos[:, :1], rearrange(other, "1 d h w -> 1 (h w) d").to(pos.dtype)), dim=1)
-
-
-def _resize_embeddings(
-    state: dict[str, Tensor], model: TimeSformer, report: LoadReport
-) -> dict[str, Tensor]:
-    """A video checkpoint trained at another clip size (fine-tuning the 8x224 K400 weights at
-    16 frames or 112 px): ``pos_embed`` and ``time_embed`` resized the way the model's forward
-    (and the official code) resizes them for such inputs, nearest neighbour on the patch grid
-    and over time, so the model built at the new size computes what the checkpoint's model
-    computes on those inputs."""
-    target, out = model.state_dict(), dict(state)
-    pos, te = state.get("pos_embed"), state.get("time_embed")
-    want = target.get("pos_embed")
-    if pos is not None and want is not None and pos.shape[::2] == want.shape[::2] \
-            and pos.shape != want.shape:  # fmt: skip
-        side, g = int(round((pos.shape[1] - 1) ** 0.5)), model.img_size // model.patch_size
-        if side * side == pos.shape[1] - 1 and g * g == want.shape[1] - 1:
-            grid = rearrange(pos[:, 1:], "1 (h w) d -> 1 d h w", h=side)
-            grid = F.interpolate(grid, size=(g, g), mode="nearest")
-            out["pos_embed"] = torch.cat((pos[:, :1], rearrange(grid, "1 d h w -> 1 (h w) d")), 1)
-            report.initialised.append(f"pos_embed (resized {side}x{side} -> {g}x{g}, nearest)")
-    want = target.get("time_embed")
-    if te is not None and want is not None and te.shape[::2] == want.shape[::2] \
-            and te.shape != want.shape:  # fmt: skip
-        t = want.shape[1]
-        resized = F.interpolate(te.transpose(1, 2), size=t, mode="nearest")
-        out["time_embed"] = resized.transpose(1, 2)
-        report.initialised.append(f"time_embed (resized {te.shape[1]} -> {t} frames, nearest)")
-    return out
-
-
 def _timm_to_video(
     state: dict[str, Tensor], model: TimeSformer, report: LoadReport
 ) -> dict[str, Tensor]:
@@ -289,7 +251,7 @@ def _timm_to_video(
     for key, value in state.items():
         if key == "pos_embed" and value.shape != target["pos_embed"].shape:
             g = model.img_size // model.patch_size
-            value = _resize_pos_embed(value, (g, g))
+            value = resize_pos_embed(value, (g, g))
             report.initialised.append("pos_embed (resized)")
         out[key] = value
     # extra attention steps start as copies of the block's spatial attention (paper, App. A)
@@ -349,7 +311,8 @@ def load_checkpoint(
         report.dropped += extra  # e.g. pre_logits.*, fc_norm.*: ImageNet-only layers
         state = {k: v for k, v in state.items() if k in target}
     elif resize_embeddings:
-        state = _resize_embeddings(state, model, report)
+        state, notes = resize_video_embeddings(state, model)
+        report.initialised += notes
 
     report.missing = sorted(k for k in target if k not in state)
     report.unexpected = sorted(k for k in state if k not in target)

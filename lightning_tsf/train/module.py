@@ -11,7 +11,6 @@ training starts and saved in every checkpoint.
 from __future__ import annotations
 
 import logging
-import random
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from lightning_tsf.models import LoadReport, TimeSformer, load_checkpoint, zoo
 from lightning_tsf.models.presets import preset_of
 from lightning_tsf.train.compile import CompileMode, compile_timesformer
 from lightning_tsf.train.metrics import TopKAccuracy
+from lightning_tsf.train.mixing import mix_batch
 from lightning_tsf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -220,25 +220,8 @@ class VideoClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------- training / validation
     def _mix(self, video: Tensor, label: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
-        """Mixup or cutmix: returns mixed video, both label sets and the weight of the first.
-        The draws are Python numbers (``random``, seeded by ``seed_everything``): nothing is
-        read back from a tensor."""
-        hp = self.hparams
-        alphas = [a for a in (hp.mixup_alpha, hp.cutmix_alpha) if a > 0]
-        if not alphas or video.shape[0] < 2:
-            return video, label, label, 1.0
-        use_cutmix = hp.cutmix_alpha > 0 and (hp.mixup_alpha <= 0 or random.random() < 0.5)
-        alpha = hp.cutmix_alpha if use_cutmix else hp.mixup_alpha
-        lam = random.betavariate(alpha, alpha)
-        perm = torch.randperm(video.shape[0], device=video.device)
-        if not use_cutmix:
-            return lam * video + (1 - lam) * video[perm], label, label[perm], lam
-        h, w = video.shape[-2:]
-        ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-        y0, x0 = random.randint(0, h - ch), random.randint(0, w - cw)
-        video = video.clone()
-        video[..., y0 : y0 + ch, x0 : x0 + cw] = video[perm][..., y0 : y0 + ch, x0 : x0 + cw]
-        return video, label, label[perm], 1 - ch * cw / (h * w)
+        """Mixup or cutmix as configured (:func:`~.mixing.mix_batch`)."""
+        return mix_batch(video, label, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
 
     def _update_metrics(self, stage: str, logits: Tensor | None, label: Tensor,
                         log: bool = True) -> None:  # fmt: skip
