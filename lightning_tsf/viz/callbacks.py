@@ -127,10 +127,16 @@ class _VizCallback(pl.Callback):
 
     uses_outputs = False  # needs the shared per-batch features/logits
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
+    def __init__(self, every_n_epochs: int = 1, first_views: int = 0) -> None:
         self.every_n_epochs = max(1, every_n_epochs)
         self.views = ViewAccumulator()  # this epoch's outputs, when this one is the collector
         self.epoch_outputs: dict[str, Any] | None = None
+        # the first views of the ``first_views`` lowest-numbered videos, for pictures of clips
+        self.clips = FirstViews(first_views) if first_views else None
+
+    def keeps_clips(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch's clips are kept (rank 0, outside the sanity check)."""
+        return not trainer.sanity_checking and trainer.is_global_zero
 
     def active(self, trainer: pl.Trainer) -> bool:
         """True on validation epochs that should be logged: every ``every_n_epochs``-th and the
@@ -165,6 +171,8 @@ class _VizCallback(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._collecting(trainer):
             self.views, self.epoch_outputs = ViewAccumulator(), None
+        if self.clips is not None:
+            self.clips.clear()
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
@@ -172,6 +180,8 @@ class _VizCallback(pl.Callback):
         if self._collecting(trainer):
             with torch.no_grad():
                 add_batch(self.views, pl_module.net, batch, *_norm_stats(pl_module))
+        if self.clips is not None and self.keeps_clips(trainer):
+            self.clips.add(batch, *_norm_stats(pl_module))
 
     def outputs(self, trainer: pl.Trainer) -> dict[str, Any] | None:
         """This epoch's per-video outputs (from the collector), or None if none came in."""
@@ -186,19 +196,8 @@ class AttentionHeatmapCallback(_VizCallback):
     the same videos every epoch), logged as ``viz/heatmaps``."""
 
     def __init__(self, num_videos: int = 4, every_n_epochs: int = 1) -> None:
-        super().__init__(every_n_epochs)
+        super().__init__(every_n_epochs, first_views=num_videos)
         self.num_videos = num_videos
-        self.clips = FirstViews(num_videos)
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_epoch_start(trainer, pl_module)
-        self.clips.clear()
-
-    def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        if not trainer.sanity_checking and trainer.is_global_zero:
-            self.clips.add(batch, *_norm_stats(pl_module))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         held = self.clips.ordered()
@@ -259,21 +258,12 @@ class PredictionTableCallback(_VizCallback):
     uses_outputs = True
 
     def __init__(self, num_videos: int = 8, every_n_epochs: int = 1, fps: int = 4) -> None:
-        super().__init__(every_n_epochs)
+        super().__init__(every_n_epochs, first_views=num_videos)  # the table's videos (W&B)
         self.num_videos = num_videos
         self.fps = fps
-        self.clips = FirstViews(num_videos)  # the table's videos (W&B)
 
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_epoch_start(trainer, pl_module)
-        self.clips.clear()
-
-    def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if not trainer.sanity_checking and trainer.is_global_zero and _wandb(trainer):
-            self.clips.add(batch, *_norm_stats(pl_module))
+    def keeps_clips(self, trainer: pl.Trainer) -> bool:
+        return super().keeps_clips(trainer) and _wandb(trainer) is not None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         out = self.outputs(trainer) if self.active(trainer) else None
